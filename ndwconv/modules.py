@@ -1,0 +1,243 @@
+"""Weighted convolution layers: ``nn.ConvNd`` whose kernel is scaled by a density Φ.
+
+``WeightedConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d`` (same arguments plus ``density=``,
+same ``state_dict`` keys, so ``isinstance`` checks, model surgery and pretrained weights
+keep working); ``WeightedConvNd(ndim, …)`` covers any number of spatial dimensions.
+The effective kernel ``W ⊙ Φ`` is derived in ``forward`` with differentiable ops
+(Cammarasana & Patanè, arXiv 2505.24558).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
+
+from .density import Density, DensityLike, as_density
+from .functional import _tuple, weighted_conv
+
+__all__ = [
+    "WeightedConv1d",
+    "WeightedConv2d",
+    "WeightedConv3d",
+    "WeightedConvNd",
+    "is_weighted",
+]
+
+
+class _WeightedMixin:
+    """Density handling shared by every weighted layer (mixed into an ``_ConvNd``)."""
+
+    weight: Tensor
+    bias: Tensor | None
+    kernel_size: tuple[int, ...]
+    dilation: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: Any
+    groups: int
+    padding_mode: str
+    training: bool
+    phi: nn.Module
+
+    def set_density(self, density: DensityLike) -> _WeightedMixin:
+        """Bind ``density`` to this layer's kernel shape (replacing the current one).
+
+        Fixed families build Φ once, on the weight's device and dtype; ``Learned`` gets
+        fresh parameters for this layer. Returns the layer.
+        """
+        family = as_density(density)
+        module = family.bind(
+            self.kernel_size, self.dilation, dtype=self.weight.dtype, device=self.weight.device
+        )
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}"
+            )
+        self.phi = module
+        self.invalidate_cache()
+        return self
+
+    @property
+    def density(self) -> Density:
+        """The density family of this layer (for ``Learned``: initialised at its current values)."""
+        return self.phi.spec()
+
+    def invalidate_cache(self) -> None:
+        """Drop the cached inference kernel (only needed after edits through ``.data``)."""
+        self._cached_weight: tuple[tuple, Tensor] | None = None
+
+    def _cache_key(self) -> tuple:
+        w = self.weight
+        parts = [id(w), w._version, w.device, w.dtype]
+        for t in (*self.phi.parameters(), *self.phi.buffers()):
+            parts += [id(t), t._version]
+        return tuple(parts)
+
+    def effective_weight(self) -> Tensor:
+        """``W ⊙ Φ``, differentiable in W and in learned densities.
+
+        In ``eval()`` mode under ``torch.no_grad()`` the result is cached and reused until the
+        weight (or a density parameter) changes: optimizer steps, ``load_state_dict`` and
+        ``.to()`` all invalidate it.
+        """
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.weight * self.phi().to(self.weight.dtype)
+        key = self._cache_key()
+        cached = getattr(self, "_cached_weight", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        w = self.weight * self.phi().to(self.weight.dtype)
+        self._cached_weight = (key, w)
+        return w
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return weighted_conv(
+            input,
+            weight,
+            None,
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.padding_mode,
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, density={self.density!s}"  # type: ignore[misc]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        state = dict(state)
+        state["_cached_weight"] = None
+        return state
+
+
+class WeightedConv1d(_WeightedMixin, nn.Conv1d):
+    """``nn.Conv1d`` with its kernel scaled by a density: ``conv1d(x, W ⊙ Φ) + b``.
+
+    Same arguments as ``nn.Conv1d`` plus keyword ``density`` (a ``Density``, a spec string,
+    a list of values; default ``Table.default()``). Shapes: ``(B, C_in, L)`` or ``(C_in, L)``.
+
+    Example:
+        >>> from ndwconv import Learned
+        >>> conv = WeightedConv1d(8, 8, 7, padding=3, density=Learned([0.25, 0.15, 0.55]))
+        >>> conv(torch.randn(2, 8, 100)).shape
+        torch.Size([2, 8, 100])
+    """
+
+    def __init__(self, *args: Any, density: DensityLike = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.set_density(density)
+
+
+class WeightedConv2d(_WeightedMixin, nn.Conv2d):
+    """``nn.Conv2d`` with its kernel scaled by a density: ``conv2d(x, W ⊙ Φ) + b``.
+
+    Same arguments as ``nn.Conv2d`` plus keyword ``density``. Shapes ``(B, C_in, H, W)`` or
+    ``(C_in, H, W)``. Anisotropic kernels take one profile per axis.
+
+    Example:
+        >>> from ndwconv import Table
+        >>> table = Table({3: [0.7], 5: [0.2, 0.8]})
+        >>> conv = WeightedConv2d(3, 16, (3, 5), padding="same", density=table)
+        >>> conv(torch.randn(1, 3, 32, 32)).shape
+        torch.Size([1, 16, 32, 32])
+    """
+
+    def __init__(self, *args: Any, density: DensityLike = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.set_density(density)
+
+
+class WeightedConv3d(_WeightedMixin, nn.Conv3d):
+    """``nn.Conv3d`` with its kernel scaled by a density: ``conv3d(x, W ⊙ Φ) + b``.
+
+    Same arguments as ``nn.Conv3d`` plus keyword ``density``. Shapes ``(B, C_in, D, H, W)``
+    or ``(C_in, D, H, W)``.
+
+    Example:
+        >>> from ndwconv import Gaussian
+        >>> mm = Gaussian(1.2, spacing=(3.0, 1.0, 1.0))   # σ = 1.2 mm on 3×1×1 mm voxels
+        >>> conv = WeightedConv3d(1, 4, (3, 5, 5), padding="same", density=mm)
+        >>> conv(torch.randn(1, 1, 8, 16, 16)).shape
+        torch.Size([1, 4, 8, 16, 16])
+    """
+
+    def __init__(self, *args: Any, density: DensityLike = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.set_density(density)
+
+
+class WeightedConvNd(_WeightedMixin, _ConvNd):
+    """Weighted convolution over any number ``ndim ≥ 1`` of spatial dimensions.
+
+    Arguments as ``nn.Conv3d`` with ``ndim`` first; ``state_dict`` keys ``weight`` and
+    ``bias`` as every ``nn.ConvNd``. For ``ndim ≤ 3`` it computes exactly what the matching
+    ``WeightedConv{1,2,3}d`` computes; for ``ndim ≥ 4`` it sums (N-1)-D convolutions over
+    the taps of the first axis. Every padding mode works in every ``ndim``.
+
+    Example:
+        >>> conv = WeightedConvNd(4, 2, 4, 3, padding=1, density=[0.8])   # 3-D + time
+        >>> conv(torch.randn(1, 2, 6, 8, 8, 8)).shape
+        torch.Size([1, 4, 6, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        ndim: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        density: DensityLike = None,
+    ):
+        if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim < 1:
+            raise ValueError(f"ndim must be an int ≥ 1, got {ndim!r}")
+        self.ndim = ndim
+        padding_t = padding if isinstance(padding, str) else _tuple(padding, ndim, "padding", 0)
+        super().__init__(
+            in_channels,
+            out_channels,
+            _tuple(kernel_size, ndim, "kernel_size", 1),
+            _tuple(stride, ndim, "stride", 1),
+            padding_t,
+            _tuple(dilation, ndim, "dilation", 1),
+            False,
+            (0,) * ndim,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.set_density(density)
+
+    def extra_repr(self) -> str:
+        return f"ndim={self.ndim}, {super().extra_repr()}"
+
+
+WEIGHTED_BY_PLAIN: dict[type[nn.Module], type[_WeightedMixin]] = {
+    nn.Conv1d: WeightedConv1d,
+    nn.Conv2d: WeightedConv2d,
+    nn.Conv3d: WeightedConv3d,
+}
+
+
+def is_weighted(module: nn.Module) -> bool:
+    """Whether ``module`` is one of ndwconv's weighted convolution layers."""
+    return isinstance(module, _WeightedMixin)
