@@ -1,0 +1,249 @@
+"""Weighted layers: drop-in behaviour, references, gradients, caching, state_dicts, errors."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from torch import nn
+
+import ndwconv as nw
+from ndwconv.testing import conv_cases, reference_conv
+
+PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+WEIGHTED = {1: nw.WeightedConv1d, 2: nw.WeightedConv2d, 3: nw.WeightedConv3d}
+
+
+def pair(case, density, dtype=torch.float64):
+    """A plain conv and a weighted conv with identical parameters."""
+    plain = PLAIN[case.ndim](**case.layer_kwargs, dtype=dtype)
+    weighted = WEIGHTED[case.ndim](**case.layer_kwargs, dtype=dtype, density=density)
+    weighted.load_state_dict(plain.state_dict())
+    return plain, weighted
+
+
+@given(conv_cases(ndim=(1, 3), max_kernel=4, max_size=8))
+def test_ones_density_is_nn_conv_exactly_float64(case):
+    plain, weighted = pair(case, nw.Ones())
+    x = torch.from_numpy(case.arrays(seed=3)["x"])
+    torch.testing.assert_close(weighted(x), plain(x), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(weighted(x[0]), plain(x[0]), rtol=1e-13, atol=1e-13)  # unbatched
+
+
+@given(conv_cases(ndim=(1, 3), max_kernel=4, max_size=8))
+def test_ones_density_is_nn_conv_float32(case):
+    plain, weighted = pair(case, "ones", dtype=torch.float32)
+    x = torch.from_numpy(case.arrays(seed=4)["x"]).float()
+    torch.testing.assert_close(weighted(x), plain(x))
+
+
+@given(conv_cases(ndim=(1, 4), max_kernel=5, max_size=7, odd_kernels=True))
+def test_layer_matches_float64_reference(case):
+    """WeightedConvNd with a per-axis Table equals the NumPy reference with Φ = outer product."""
+    density = nw.Table([list(v) for v in case.density_values])
+    layer = nw.WeightedConvNd(case.ndim, **case.layer_kwargs, dtype=torch.float64, density=density)
+    a = case.arrays(seed=5)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(a["weight"]))
+        if case.bias:
+            layer.bias.copy_(torch.from_numpy(a["bias"]))
+    ref = reference_conv(a["x"], a["weight"], a["bias"], phi=a["phi"], **case.functional_kwargs)
+    np.testing.assert_allclose(
+        layer(torch.from_numpy(a["x"])).detach().numpy(), ref, rtol=1e-10, atol=1e-10
+    )
+
+
+@given(conv_cases(ndim=(1, 3), max_kernel=5, max_size=8))
+def test_weighted_convnd_equals_fixed_dimension_classes(case):
+    density = nw.Gaussian(0.9)
+    nd = nw.WeightedConvNd(case.ndim, **case.layer_kwargs, dtype=torch.float64, density=density)
+    fixed = WEIGHTED[case.ndim](**case.layer_kwargs, dtype=torch.float64, density=density)
+    fixed.load_state_dict(nd.state_dict())
+    x = torch.from_numpy(case.arrays(seed=6)["x"])
+    assert torch.equal(nd(x), fixed(x))
+
+
+def test_subclasses_and_state_dict_round_trip():
+    plain = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    weighted = nw.WeightedConv2d(4, 6, 3, padding=1, groups=2, density=nw.Table.default())
+    assert isinstance(weighted, nn.Conv2d)
+    assert list(weighted.state_dict()) == list(plain.state_dict()) == ["weight", "bias"]
+    weighted.load_state_dict(plain.state_dict(), strict=True)
+    back = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    back.load_state_dict(weighted.state_dict(), strict=True)
+    assert torch.equal(back.weight, plain.weight)
+
+
+def test_state_dict_keys_do_not_depend_on_mode_or_cache():
+    layer = nw.WeightedConv3d(2, 2, 3, padding=1, density=nw.Learned([0.7]))
+    keys = list(layer.state_dict())
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(1, 2, 5, 5, 5))
+    assert (
+        list(layer.state_dict())
+        == keys
+        == ["weight", "bias", "phi.log_half.0", "phi.log_half.1", "phi.log_half.2"]
+    )
+    fixed = nw.WeightedConv3d(2, 2, 3, density="gaussian:1.0").eval()
+    with torch.no_grad():
+        fixed(torch.randn(1, 2, 5, 5, 5))
+    assert list(fixed.state_dict()) == ["weight", "bias"]
+
+
+def test_gradcheck_weight_bias_input_and_learned_density():
+    torch.manual_seed(0)
+    layer = nw.WeightedConv2d(
+        2,
+        3,
+        (3, 5),
+        padding=(1, 2),
+        stride=(2, 1),
+        padding_mode="reflect",
+        dtype=torch.float64,
+        density=nw.Learned({3: [0.6], 5: [0.3, 0.8]}),
+    )
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in layer.named_parameters()]
+    assert names == ["weight", "bias", "phi.log_half.0", "phi.log_half.1"]
+    params = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
+
+    def f(x, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params.values()))
+
+
+def test_gradcheck_four_d():
+    layer = nw.WeightedConvNd(
+        4,
+        2,
+        2,
+        (3, 1, 2, 3),
+        padding=1,
+        dilation=(2, 1, 1, 1),
+        padding_mode="circular",
+        dtype=torch.float64,
+        density=nw.Gaussian(1.0),
+    )
+    x = torch.randn(1, 2, 5, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = layer.weight.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_()
+
+    def f(x, w, b):
+        return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_learned_density_trains():
+    torch.manual_seed(0)
+    layer = nw.WeightedConv1d(3, 3, 5, padding=2, density=nw.Learned([0.2, 0.8]))
+    before = layer.phi().detach().clone()
+    opt = torch.optim.SGD(nw.param_groups(layer, density_lr=0.5), lr=0.1)
+    x = torch.randn(4, 3, 20)
+    loss = (layer(x) - x.roll(1, -1)).pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.phi.parameters())
+    opt.step()
+    after = layer.phi().detach()
+    assert not torch.allclose(before, after)
+    assert after[2] == 1.0 and torch.allclose(after, after.flip(0))
+
+
+class TestInferenceCache:
+    def test_cached_in_eval_no_grad_and_invalidated_by_optimizer(self):
+        layer = nw.WeightedConv2d(2, 2, 3, padding=1)
+        x = torch.randn(1, 2, 8, 8)
+        layer.eval()
+        with torch.no_grad():
+            y0 = layer(x)
+            assert layer.effective_weight() is layer.effective_weight()
+        opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+        layer.train()
+        layer(x).sum().backward()
+        opt.step()
+        layer.eval()
+        with torch.no_grad():
+            y1 = layer(x)
+            expected = torch.nn.functional.conv2d(
+                x, layer.weight * layer.phi(), layer.bias, padding=1
+            )
+        assert not torch.allclose(y0, y1)
+        torch.testing.assert_close(y1, expected)
+
+    def test_invalidated_by_load_state_dict_and_dtype_change(self):
+        layer = nw.WeightedConv2d(1, 1, 3, padding=1, bias=False).eval()
+        x = torch.randn(1, 1, 6, 6)
+        with torch.no_grad():
+            layer(x)
+            layer.load_state_dict({"weight": torch.ones(1, 1, 3, 3)})
+            y = layer(x)
+        ref = torch.nn.functional.conv2d(
+            x, nw.Table.default().build((3, 3)).float()[None, None], padding=1
+        )
+        torch.testing.assert_close(y, ref)
+        layer.double()
+        with torch.no_grad():
+            y64 = layer(x.double())
+        assert y64.dtype == torch.float64
+
+    def test_not_used_when_gradients_are_needed(self):
+        layer = nw.WeightedConv1d(1, 1, 3).eval()
+        with torch.no_grad():
+            layer(torch.randn(1, 1, 5))
+        layer(torch.randn(1, 1, 5)).sum().backward()
+        assert layer.weight.grad is not None
+
+
+def test_phi_follows_dtype_without_precision_loss():
+    layer = nw.WeightedConv1d(1, 1, 3, density=[0.7])
+    assert layer.phi().dtype == torch.float32
+    layer.double()
+    assert layer.phi().dtype == torch.float64 and layer.phi()[0].item() == 0.7
+    layer.to(torch.bfloat16)
+    assert layer.phi().dtype == torch.bfloat16
+    assert layer(torch.randn(1, 1, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert nw.WeightedConv2d(1, 1, 3, dtype=torch.float64).phi().dtype == torch.float64
+
+
+def test_set_density_and_copies():
+    layer = nw.WeightedConv2d(2, 2, 5, padding=2, density="default")
+    layer.set_density(nw.Gaussian(1.0))
+    assert layer.density == nw.Gaussian(1.0)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        x = torch.randn(1, 2, 7, 7)
+        torch.testing.assert_close(other(x), layer(x))
+    assert "density=gaussian:1" in repr(layer)
+
+
+class TestErrors:
+    def test_wrong_rank(self):
+        with pytest.raises(ValueError, match="4-D or 3-D"):
+            nw.WeightedConv2d(1, 1, 3)(torch.randn(5, 5))
+
+    def test_ndim(self):
+        with pytest.raises(ValueError, match="ndim"):
+            nw.WeightedConvNd(0, 1, 1, 3)
+
+    def test_kernel_size_length(self):
+        with pytest.raises(ValueError, match="kernel_size"):
+            nw.WeightedConvNd(4, 1, 1, (3, 3))
+
+    def test_groups(self):
+        with pytest.raises(ValueError, match="groups"):
+            nw.WeightedConvNd(4, 3, 4, 3, groups=2)
+
+    def test_padding_mode(self):
+        with pytest.raises(ValueError, match="padding_mode"):
+            nw.WeightedConvNd(4, 1, 1, 3, padding_mode="mirror")
+
+    def test_kernel_larger_than_input(self):
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            nw.WeightedConvNd(4, 1, 1, 5)(torch.randn(1, 1, 3, 8, 8, 8))
+
+    def test_density_type(self):
+        with pytest.raises(TypeError, match="density must be"):
+            nw.WeightedConv1d(1, 1, 3, density=0.7)
