@@ -638,9 +638,12 @@ def _validate_phi(phi: Tensor, kernel_size: tuple[int, ...], family: Density) ->
         raise ValueError(
             f"density {family!s} built Φ of shape {tuple(phi.shape)} for kernel {kernel_size}"
         )
-    if not torch.isfinite(phi).all() or (phi <= 0).any():
+    # Zeros are allowed: a Gaussian far narrower than the tap spacing underflows to 0 on
+    # the outer taps, which then simply do not contribute.
+    if not torch.isfinite(phi).all() or (phi < 0).any() or not (phi > 0).any():
         raise ValueError(
-            f"density {family!s} gives non-finite or non-positive values for kernel {kernel_size}"
+            f"density {family!s} gives non-finite, negative or all-zero values for kernel "
+            f"{kernel_size}"
         )
 
 
@@ -730,7 +733,8 @@ class LearnedPhi(nn.Module):
             centre = prof[size // 2]
             if not torch.isfinite(prof).all() or (prof <= 0).any():
                 raise ValueError(
-                    f"Learned init {family.init!s} gives non-positive values on axis {axis}"
+                    f"Learned init {family.init!s} gives non-positive values on axis {axis} "
+                    "(learned values are kept positive; for a Gaussian init, use a larger σ)"
                 )
             if not torch.allclose(prof, prof.flip(0)) or not torch.isclose(
                 centre, torch.ones((), dtype=torch.float64)

@@ -225,3 +225,21 @@ class TestErrors:
     def test_bad_specs(self, spec, err):
         with pytest.raises(err, match=r"density|table|gaussian|Table"):
             nw.as_density(spec)
+
+
+def test_gaussian_underflow_to_zero_is_allowed_but_not_for_learned():
+    """Regression: σ=0.30 mm on 3 mm voxels with dilation 2 underflows exp() to 0 on the
+    outer taps (found by the translation_equivariance property)."""
+    layer = nw.WeightedConvNd(
+        3,
+        1,
+        1,
+        (5, 1, 1),
+        padding="same",
+        dilation=(2, 1, 1),
+        density=Gaussian(0.3046875, spacing=(3, 1, 1)),
+    )
+    phi = layer.phi().flatten()
+    assert phi[2] == 1 and phi[0] == 0 and phi[4] == 0
+    with pytest.raises(ValueError, match="larger σ"):
+        nw.WeightedConv1d(1, 1, 5, dilation=2, density=Learned(Gaussian(0.3, spacing=3)))

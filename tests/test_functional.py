@@ -47,7 +47,7 @@ def test_weighted_conv_matches_scipy_with_density(ndim, mode):
 @given(conv_cases(ndim=(1, 4), max_kernel=4, max_size=7))
 def test_weighted_conv_matches_reference(case):
     """Any N, stride, padding (ints, 'same', every mode), dilation, groups, bias, density."""
-    a = case.arrays(seed=1)
+    a = case.arrays
     ref = reference_conv(a["x"], a["weight"], a["bias"], phi=a["phi"], **case.functional_kwargs)
     y = weighted_conv(
         t(a["x"]), t(a["weight"]), t(a["phi"]), t(a["bias"]), **case.functional_kwargs
@@ -59,8 +59,8 @@ def test_weighted_conv_matches_reference(case):
 @given(conv_cases(ndim=(1, 3), max_kernel=4, max_size=8))
 def test_density_of_ones_equals_nn_conv(case):
     """Without a density the functional is exactly torch's nn.ConvNd forward."""
-    conv = getattr(torch.nn, f"Conv{case.ndim}d")(**case.layer_kwargs, dtype=torch.float64)
-    x = torch.from_numpy(case.arrays(seed=2)["x"])
+    conv = getattr(torch.nn, f"Conv{case.ndim}d")(**case.conv_kwargs, dtype=torch.float64)
+    x = case.x()
     y = weighted_conv(
         x,
         conv.weight,

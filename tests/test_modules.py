@@ -3,65 +3,27 @@
 import copy
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from torch import nn
 
 import ndwconv as nw
-from ndwconv.testing import conv_cases, reference_conv
+from ndwconv.testing import conv_cases
 
-PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 WEIGHTED = {1: nw.WeightedConv1d, 2: nw.WeightedConv2d, 3: nw.WeightedConv3d}
 
-
-def pair(case, density, dtype=torch.float64):
-    """A plain conv and a weighted conv with identical parameters."""
-    plain = PLAIN[case.ndim](**case.layer_kwargs, dtype=dtype)
-    weighted = WEIGHTED[case.ndim](**case.layer_kwargs, dtype=dtype, density=density)
-    weighted.load_state_dict(plain.state_dict())
-    return plain, weighted
-
-
-@given(conv_cases(ndim=(1, 3), max_kernel=4, max_size=8))
-def test_ones_density_is_nn_conv_exactly_float64(case):
-    plain, weighted = pair(case, nw.Ones())
-    x = torch.from_numpy(case.arrays(seed=3)["x"])
-    torch.testing.assert_close(weighted(x), plain(x), rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(weighted(x[0]), plain(x[0]), rtol=1e-13, atol=1e-13)  # unbatched
-
-
-@given(conv_cases(ndim=(1, 3), max_kernel=4, max_size=8))
-def test_ones_density_is_nn_conv_float32(case):
-    plain, weighted = pair(case, "ones", dtype=torch.float32)
-    x = torch.from_numpy(case.arrays(seed=4)["x"]).float()
-    torch.testing.assert_close(weighted(x), plain(x))
-
-
-@given(conv_cases(ndim=(1, 4), max_kernel=5, max_size=7, odd_kernels=True))
-def test_layer_matches_float64_reference(case):
-    """WeightedConvNd with a per-axis Table equals the NumPy reference with Φ = outer product."""
-    density = nw.Table([list(v) for v in case.density_values])
-    layer = nw.WeightedConvNd(case.ndim, **case.layer_kwargs, dtype=torch.float64, density=density)
-    a = case.arrays(seed=5)
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(a["weight"]))
-        if case.bias:
-            layer.bias.copy_(torch.from_numpy(a["bias"]))
-    ref = reference_conv(a["x"], a["weight"], a["bias"], phi=a["phi"], **case.functional_kwargs)
-    np.testing.assert_allclose(
-        layer(torch.from_numpy(a["x"])).detach().numpy(), ref, rtol=1e-10, atol=1e-10
-    )
+# Agreement with the float64 reference, density ≡ 1 vs nn.ConvNd, linearity, adjointness,
+# gradcheck, fold, dtypes and state_dicts over random configurations: test_properties.py.
 
 
 @given(conv_cases(ndim=(1, 3), max_kernel=5, max_size=8))
 def test_weighted_convnd_equals_fixed_dimension_classes(case):
     density = nw.Gaussian(0.9)
-    nd = nw.WeightedConvNd(case.ndim, **case.layer_kwargs, dtype=torch.float64, density=density)
-    fixed = WEIGHTED[case.ndim](**case.layer_kwargs, dtype=torch.float64, density=density)
+    nd = nw.WeightedConvNd(case.ndim, **case.conv_kwargs, dtype=torch.float64, density=density)
+    fixed = WEIGHTED[case.ndim](**case.conv_kwargs, dtype=torch.float64, density=density)
     fixed.load_state_dict(nd.state_dict())
-    x = torch.from_numpy(case.arrays(seed=6)["x"])
+    x = case.x()
     assert torch.equal(nd(x), fixed(x))
 
 
