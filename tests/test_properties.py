@@ -214,3 +214,9 @@ def test_plain_layers_are_checked_without_density():
     report.raise_if_failed()
     assert report["fold_equivalence"].status == "not applicable"
     assert report["ones_equals_conv"].status == "not applicable"
+
+
+@given(nwt.signals((2, 3, 4), dtype=np.float32, bound=2.0))
+def test_signals_are_finite_arrays_of_the_requested_shape(x):
+    assert x.shape == (2, 3, 4) and x.dtype == np.float32
+    assert np.isfinite(x).all() and np.abs(x).max() <= 2.0
