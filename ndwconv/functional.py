@@ -108,37 +108,99 @@ def _fits(phi_shape: torch.Size, weight_shape: torch.Size) -> bool:
         return False
 
 
+def _flat_pads(pads: Sequence[tuple[int, int]]) -> list[int]:
+    """``F.pad``'s order: last axis first, ``(left, right)`` each."""
+    return [p for lo_hi in reversed(pads) for p in lo_hi]
+
+
 def conv_nd(
     x: Tensor,
     weight: Tensor,
+    bias: Tensor | None,
     stride: Sequence[int],
+    pads: Sequence[tuple[int, int]],
     dilation: Sequence[int],
     groups: int,
 ) -> Tensor:
-    """Unpadded batched convolution for any N ≥ 1 (no bias, no checks).
+    """Zero-padded batched convolution for any N ≥ 1 (no checks).
 
-    N ≤ 3 uses ``F.conv{N}d``. Above, the first spatial axis is unrolled over its ``k``
-    taps: tap ``j`` sees the input planes ``j·d, j·d + s, …`` folded into the batch and is
-    an (N-1)-D convolution with ``weight[:, :, j]``; the outputs are summed.
+    ``pads`` holds ``(left, right)`` zero padding per axis. N ≤ 3 calls ``F.conv{N}d``.
+    Above, the first spatial axis is unrolled over its ``k`` taps: tap ``j`` is an
+    (N-1)-D convolution with ``weight[:, :, j]`` over the input planes it meets, folded
+    into the batch, added in place into the output planes it contributes to. The first
+    axis is never padded (taps simply skip the missing planes) and the input is moved
+    planes-first once, so for stride 1 each tap reads a view of it.
     """
     n = weight.dim() - 2
     if n in _NATIVE:
-        return _NATIVE[n](x, weight, None, tuple(stride), 0, tuple(dilation), groups)
-    b, c = x.shape[:2]
+        if all(lo == hi for lo, hi in pads):
+            return _NATIVE[n](
+                x, weight, bias, tuple(stride), tuple(lo for lo, _ in pads), tuple(dilation), groups
+            )
+        return _NATIVE[n](
+            F.pad(x, _flat_pads(pads)), weight, bias, tuple(stride), 0, tuple(dilation), groups
+        )
+    b, c, size0 = x.shape[:3]
     k0, s0, d0 = weight.shape[2], stride[0], dilation[0]
-    out0 = (x.shape[2] - d0 * (k0 - 1) - 1) // s0 + 1
-    # (B, C, D0, *rest) -> (B, D0, C, *rest): planes of the first axis next to the batch.
-    xt = x.movedim(2, 1)
-    acc = None
+    (lo0, hi0), inner = pads[0], list(pads[1:])
+    out0 = (size0 + lo0 + hi0 - d0 * (k0 - 1) - 1) // s0 + 1
+    planes = x.movedim(2, 0)  # (D0, B, C, *rest)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if any(lo != hi for lo, hi in inner) or (needs_grad and any(lo or hi for lo, hi in inner)):
+        # Pad the inner axes once: asymmetric padding has no native form, and oneDNN's
+        # backward is faster on a pre-padded input (its forward is faster padding natively).
+        planes = F.pad(planes, _flat_pads(inner))
+        inner = [(0, 0)] * (n - 1)
+    planes = planes.contiguous()
+    spans = []
     for j in range(k0):
-        start = j * d0
-        planes = xt[:, start : start + s0 * (out0 - 1) + 1 : s0]
-        planes = planes.reshape(b * out0, c, *x.shape[3:])
-        y = conv_nd(planes, weight[:, :, j], stride[1:], dilation[1:], groups)
-        acc = y if acc is None else acc + y
-    assert acc is not None
-    acc = acc.reshape(b, out0, *acc.shape[1:])
-    return acc.movedim(1, 2).contiguous()
+        offset = j * d0 - lo0  # output plane o reads input plane o·s0 + offset
+        first = max(0, -(offset // s0))
+        last = min(out0 - 1, (size0 - 1 - offset) // s0)
+        if first <= last:
+            spans.append((last - first + 1 != out0, j, first, last, offset))
+    # A tap that covers every output plane goes first: its output (with the bias) becomes
+    # the accumulator, which saves a zero fill and one pass over the output.
+    spans.sort()
+    out = None
+    for partial, j, first, last, offset in spans:
+        count = last - first + 1
+        start = first * s0 + offset
+        taken = planes[start : start + s0 * (count - 1) + 1 : s0]
+        y = conv_nd(
+            taken.reshape(count * b, c, *planes.shape[3:]),
+            weight[:, :, j],
+            None if partial or out is not None else bias,
+            stride[1:],
+            inner,
+            dilation[1:],
+            groups,
+        )
+        y = y.reshape(count, b, *y.shape[1:])
+        if out is None and not partial:
+            out = y
+            continue
+        if out is None:
+            out = y.new_zeros(out0, *y.shape[1:])
+            if bias is not None:
+                out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
+        out[first : last + 1] += y
+    if out is None:  # every tap falls in the padding: the output is the bias alone
+        probe = conv_nd(
+            planes[:1].reshape(b, c, *planes.shape[3:]),
+            weight[:, :, 0],
+            None,
+            stride[1:],
+            inner,
+            dilation[1:],
+            groups,
+        )
+        out = probe.new_zeros(out0, *probe.shape)
+        if bias is not None:
+            out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
+    # (D0', B, C_out, *rest) viewed as (B, C_out, D0', *rest): no copy. A following N-D
+    # layer's movedim then finds its planes-first input already contiguous.
+    return out.permute(1, 2, 0, *range(3, out.dim()))
 
 
 def weighted_conv(
@@ -166,7 +228,8 @@ def weighted_conv(
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
 
     Returns:
-        ``(B, C_out, *out_spatial)`` (unbatched in, unbatched out).
+        ``(B, C_out, *out_spatial)`` (unbatched in, unbatched out); for N ≥ 4 a permuted
+        view of a planes-first buffer (not contiguous).
 
     Raises:
         ValueError: wrong input rank, channels that do not match ``weight`` and ``groups``,
@@ -240,15 +303,8 @@ def weighted_conv(
             )
         weight = weight * phi.to(device=weight.device, dtype=weight.dtype)
 
-    if n in _NATIVE and padding_mode == "zeros":
-        pad_arg: str | tuple[int, ...]
-        if all(lo == hi for lo, hi in pads):
-            pad_arg = tuple(lo for lo, _ in pads)
-        else:
-            pad_arg = "same"  # only asymmetric case: 'same' with an even total
-        y = _NATIVE[n](x, weight, bias, stride_t, pad_arg, dilation_t, groups)
-    else:
-        y = conv_nd(pad_nd(x, pads, padding_mode), weight, stride_t, dilation_t, groups)
-        if bias is not None:
-            y = y + bias.reshape(1, -1, *([1] * n))
+    if padding_mode != "zeros":
+        x = pad_nd(x, pads, padding_mode)
+        pads = ((0, 0),) * n
+    y = conv_nd(x, weight, bias, stride_t, pads, dilation_t, groups)
     return y.squeeze(0) if unbatched else y

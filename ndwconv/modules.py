@@ -181,7 +181,10 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
     Arguments as ``nn.Conv3d`` with ``ndim`` first; ``state_dict`` keys ``weight`` and
     ``bias`` as every ``nn.ConvNd``. For ``ndim ≤ 3`` it computes exactly what the matching
     ``WeightedConv{1,2,3}d`` computes; for ``ndim ≥ 4`` it sums (N-1)-D convolutions over
-    the taps of the first axis. Every padding mode works in every ``ndim``.
+    the taps of the first axis. Every padding mode works in every ``ndim``. For ``ndim ≥ 4``
+    the output is a permuted view of a planes-first buffer (``.is_contiguous()`` is False;
+    call ``.contiguous()`` where standard strides are needed): chained N-D layers then
+    skip a copy each.
 
     Example:
         >>> conv = WeightedConvNd(4, 2, 4, 3, padding=1, density=[0.8])   # 3-D + time

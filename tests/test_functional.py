@@ -160,3 +160,15 @@ class TestErrors:
                 padding=(3, 0, 0, 0),
                 padding_mode=mode,
             )
+
+
+def test_four_d_every_tap_in_the_padding_gives_the_bias():
+    """Regression: a first-axis tap layout that never meets a real input plane."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 1, 3, 3, 3))
+    w = rng.standard_normal((2, 1, 2, 1, 1, 1))
+    bias = rng.standard_normal(2)
+    y = weighted_conv(t(x), t(w), None, t(bias), padding=(2, 0, 0, 0), dilation=(4, 1, 1, 1))
+    ref = reference_conv(x, w, bias, padding=(2, 0, 0, 0), dilation=(4, 1, 1, 1))
+    np.testing.assert_allclose(y.numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(ref, np.broadcast_to(bias.reshape(1, 2, 1, 1, 1, 1), ref.shape))
