@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .density import DensityLike, Learned, LearnedPhi, Ones, as_density
-from .modules import WEIGHTED_BY_PLAIN, WeightedConvNd, _WeightedMixin, is_weighted
+from .modules import WEIGHTED_BY_PLAIN, _WeightedMixin, is_weighted
 
 __all__ = [
     "ConversionReport",
@@ -98,32 +98,13 @@ def _selector(where: Where) -> Callable[[str, nn.Module], bool]:
     return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    if not name:
-        raise ValueError("convert/fold replace layers inside a model; call them on a container")
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
-def _carry_state(old: nn.Module, new: nn.Module) -> None:
-    new.train(old.training)
-    for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks"):
-        getattr(new, attr).update(getattr(old, attr))
-
-
-def _conv_kwargs(conv: nn.Module) -> dict[str, Any]:
-    return {
-        "in_channels": conv.in_channels,
-        "out_channels": conv.out_channels,
-        "kernel_size": conv.kernel_size,
-        "stride": conv.stride,
-        "padding": conv.padding,
-        "dilation": conv.dilation,
-        "groups": conv.groups,
-        "bias": conv.bias is not None,
-        "padding_mode": conv.padding_mode,
-    }
+def _unique_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` once per module object, also when it is used in several places."""
+    seen: set[int] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if id(module) not in seen:
+            seen.add(id(module))
+            yield name, module
 
 
 def convert(
@@ -135,18 +116,20 @@ def convert(
     include_pointwise: bool = False,
     return_report: bool = False,
 ) -> nn.Module | tuple[nn.Module, ConversionReport]:
-    """Replace ``nn.Conv1d/2d/3d`` layers by weighted ones, keeping their parameters.
+    """Make ``nn.Conv1d/2d/3d`` layers weighted, keeping everything else about them.
 
-    Only layers whose type is exactly ``nn.Conv1d/2d/3d`` are replaced (subclasses with
+    Only layers whose type is exactly ``nn.Conv1d/2d/3d`` are converted (subclasses with
     their own ``forward`` are reported as skipped); by default 1×1 (pointwise) kernels are
-    skipped too, since a density cannot change them. Each new layer takes over the very
-    weight and bias tensors of the layer it replaces (of ``model`` itself with
-    ``inplace=True``, of the deep copy otherwise), so device, dtype, ``requires_grad`` and
-    — in place — optimizer state carry over; train/eval mode and hooks are kept; the global
-    RNG is not touched.
+    skipped too, since a density cannot change them. Each layer *becomes* its weighted
+    version (its class is switched and a density bound to it), so its parameters, hooks,
+    custom attributes, device, dtype and train/eval mode are untouched — with
+    ``inplace=True`` optimizers built before keep working — and a layer used in several
+    places stays one layer. The global RNG is not touched. Every density is bound before
+    any layer changes, so a density that does not fit some layer raises (naming it) and
+    leaves the model as it was.
 
     Args:
-        model: the network.
+        model: the network (or a single conv layer).
         density: a density (anything ``as_density`` takes; default ``Table.default()``) or a
             callable ``(name, conv) -> density`` choosing one per layer (``None`` skips).
         where: which layers: ``None`` (all), a glob on qualified names (``"features.*"``), a
@@ -157,6 +140,9 @@ def convert(
 
     Returns:
         The converted model (``model`` itself when ``inplace``), and the report if asked.
+
+    Raises:
+        ValueError/TypeError: a density that does not fit a layer (the message names it).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1))
@@ -171,10 +157,9 @@ def convert(
     select = _selector(where)
     target = model if inplace else copy.deepcopy(model)
     report = ConversionReport()
-    for name, module in list(target.named_modules()):
+    plan = []
+    for name, module in _unique_modules(target):
         if is_weighted(module) or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
-        if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             continue
         if not select(name, module):
             continue
@@ -196,21 +181,31 @@ def convert(
             fam = as_density(chosen)
         else:
             fam = fixed
-        cls = WEIGHTED_BY_PLAIN[type(module)]
-        with torch.device("meta"):
-            new = cls(**_conv_kwargs(module), density=Ones())
-        new.weight = module.weight
-        new.bias = module.bias
-        new.set_density(fam)
-        _carry_state(module, new)
-        _set_submodule(target, name, new)
-        report.append(Replacement(name, kind, cls.__name__, ks, str(new.density)))
+        try:
+            phi = fam.bind(
+                ks, module.dilation, dtype=module.weight.dtype, device=module.weight.device
+            )
+        except (ValueError, TypeError) as err:
+            raise type(err)(
+                f"convert: layer {name or '<root>'!r} ({kind}, kernel {ks}): {err}"
+            ) from None
+        plan.append((name, module, phi))
+    for name, module, phi in plan:
+        kind = type(module).__name__
+        module.__class__ = WEIGHTED_BY_PLAIN[type(module)]
+        module.phi = phi
+        module.invalidate_cache()
+        report.append(
+            Replacement(
+                name, kind, type(module).__name__, tuple(module.kernel_size), str(module.density)
+            )
+        )
     return (target, report) if return_report else target
 
 
 def weighted_layers(model: nn.Module) -> Iterator[tuple[str, _WeightedMixin]]:
-    """``(name, layer)`` for every weighted convolution in ``model``."""
-    for name, module in model.named_modules():
+    """``(name, layer)`` for every weighted convolution in ``model`` (each layer once)."""
+    for name, module in _unique_modules(model):
         if is_weighted(module):
             yield name, module  # type: ignore[misc]
 
@@ -221,12 +216,12 @@ def fold(
     """Bake every density into its kernel: weighted layers → plain ``nn.ConvNd``.
 
     Each ``WeightedConv{1,2,3}d`` (and ``WeightedConvNd`` with ndim ≤ 3) becomes an
-    ``nn.Conv{1,2,3}d`` whose weight is ``W ⊙ Φ`` (a new, detached parameter) and whose
-    bias is a copy; outputs are identical up to float rounding and the result needs no
-    ndwconv to run, trace or export. ``WeightedConvNd`` with ndim ≥ 4 has no ``nn``
-    counterpart: it stays a ``WeightedConvNd`` with the baked weight and ``Ones`` density.
-    Only densities are folded: BatchNorm and every other layer are left untouched (fold
-    does not fuse BatchNorm), and train/eval mode is kept.
+    ``nn.Conv{1,2,3}d`` whose weight is ``W ⊙ Φ`` (a new, detached parameter; the bias is
+    kept); outputs are identical up to float rounding and the result needs no ndwconv to
+    run, trace or export. ``WeightedConvNd`` with ndim ≥ 4 has no ``nn`` counterpart: it
+    stays a ``WeightedConvNd`` with the baked weight and ``Ones`` density. Only densities
+    are folded: BatchNorm and every other layer are left untouched (fold does not fuse
+    BatchNorm), and train/eval mode and hooks are kept.
 
     Example:
         >>> from ndwconv import WeightedConv2d
@@ -242,27 +237,19 @@ def fold(
     report = ConversionReport()
     for name, layer in list(weighted_layers(target)):
         ks = tuple(layer.kernel_size)
-        kwargs = _conv_kwargs(layer)
+        before, spec = type(layer).__name__, str(layer.density)
         with torch.no_grad():
-            baked = layer.weight * layer.phi().to(layer.weight.dtype)
-        ndim = len(ks)
-        with torch.device("meta"):
-            if ndim in plain_by_ndim:
-                new: nn.Module = plain_by_ndim[ndim](**kwargs)
-            else:
-                new = WeightedConvNd(ndim, **kwargs, density=Ones())
-        new.weight = nn.Parameter(baked.detach().clone(), requires_grad=layer.weight.requires_grad)
-        if layer.bias is not None:
-            new.bias = nn.Parameter(
-                layer.bias.detach().clone(), requires_grad=layer.bias.requires_grad
-            )
-        if is_weighted(new):
-            new.set_density(Ones())  # type: ignore[operator]
-        _carry_state(layer, new)
-        _set_submodule(target, name, new)
-        report.append(
-            Replacement(name, type(layer).__name__, type(new).__name__, ks, str(layer.density))
-        )
+            baked = (layer.weight * layer.phi().to(layer.weight.dtype)).detach().clone()
+        requires_grad = layer.weight.requires_grad
+        if len(ks) in plain_by_ndim:
+            del layer.phi
+            layer.__dict__.pop("_cached_weight", None)
+            layer.__dict__.pop("ndim", None)
+            layer.__class__ = plain_by_ndim[len(ks)]
+        else:
+            layer.set_density(Ones())
+        layer.weight = nn.Parameter(baked, requires_grad=requires_grad)
+        report.append(Replacement(name, before, type(layer).__name__, ks, spec))
     return (target, report) if return_report else target
 
 

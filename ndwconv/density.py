@@ -478,7 +478,9 @@ class Table(Density):
             return "table:" + ";".join(f"{k}={fmt(v)}" for k, v in self.by_size.items())
         if self.per_axis is not None:
             return "table:axes=" + "|".join(fmt(v) for v in self.per_axis)
-        return "table:" + fmt(self.values or ())
+        if not self.values:  # Table([]): only size-1 axes; "table:" would read as default
+            return 'table:{"values": []}'
+        return "table:" + fmt(self.values)
 
 
 @register_density("gaussian")
@@ -625,7 +627,8 @@ class Learned(Density):
         if isinstance(self.init, Ones):
             return "learned"
         inner = str(self.init)
-        return "learned:" + (inner[len("table:") :] if inner.startswith("table:") else inner)
+        short = inner.startswith("table:") and not inner.startswith("table:{")
+        return "learned:" + (inner[len("table:") :] if short else inner)
 
 
 # ---------------------------------------------------------------------------------------
@@ -736,15 +739,21 @@ class LearnedPhi(nn.Module):
                     f"Learned init {family.init!s} gives non-positive values on axis {axis} "
                     "(learned values are kept positive; for a Gaussian init, use a larger σ)"
                 )
-            if not torch.allclose(prof, prof.flip(0)) or not torch.isclose(
-                centre, torch.ones((), dtype=torch.float64)
-            ):
+            if not torch.allclose(prof, prof.flip(0)) or abs(float(centre) - 1.0) > 1e-12:
                 raise ValueError(
                     f"Learned init {family.init!s} must be symmetric with centre 1 on axis {axis}"
                 )
             half = prof[: size // 2].log()
             params.append(nn.Parameter(half.to(device=device, dtype=dtype)))
         self.log_half = nn.ParameterList(params)
+
+    def reset_parameters(self) -> None:
+        """Set the values back to the family's ``init`` (e.g. after ``to_empty()``)."""
+        ndim = len(self.kernel_size)
+        with torch.no_grad(), torch.device("cpu"):
+            for axis, (size, p) in enumerate(zip(self.kernel_size, self.log_half, strict=True)):
+                prof = self.family.init.profile(size, axis, ndim, self.dilation[axis])
+                p.copy_(prof.to(torch.float64)[: size // 2].log())
 
     def profiles(self) -> list[Tensor]:
         return [_symmetric_profile(p.exp()) for p in self.log_half]

@@ -8,6 +8,7 @@ batched sum of (N-1)-D convolutions, one per tap of the first spatial axis.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -24,18 +25,24 @@ IntOrSeq = int | Sequence[int]
 
 
 def _tuple(value: IntOrSeq, n: int, name: str, minimum: int) -> tuple[int, ...]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-    if isinstance(value, int):
-        out = (value,) * n
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        out = tuple(value)
-        if len(out) == 1 and n != 1:
-            out = out * n
-        if len(out) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-            raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-    else:
-        raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
+    def as_int(v: object) -> int:
+        if isinstance(v, bool):
+            raise TypeError
+        return operator.index(v)  # int, NumPy integers, 0-d integer tensors
+
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        if isinstance(value, Sequence):
+            out = tuple(as_int(v) for v in value)
+            if len(out) == 1 and n != 1:
+                out = out * n
+        else:
+            out = (as_int(value),) * n
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {value!r}") from None
+    if len(out) != n:
+        raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
     if any(v < minimum for v in out):
         raise ValueError(f"{name} must be ≥ {minimum}, got {value!r}")
     return out
@@ -160,8 +167,9 @@ def conv_nd(
         if first <= last:
             spans.append((last - first + 1 != out0, j, first, last, offset))
     # A tap that covers every output plane goes first: its output (with the bias) becomes
-    # the accumulator, which saves a zero fill and one pass over the output.
-    spans.sort()
+    # the accumulator, which saves a zero fill and one pass over the output. (A partition,
+    # not a sort: torch.compile traces it with dynamic shapes.)
+    spans = [s for s in spans if not s[0]] + [s for s in spans if s[0]]
     out = None
     for partial, j, first, last, offset in spans:
         count = last - first + 1
@@ -195,12 +203,11 @@ def conv_nd(
             dilation[1:],
             groups,
         )
-        out = probe.new_zeros(out0, *probe.shape)
+        out = (probe * 0).unsqueeze(0).repeat(out0, *([1] * probe.dim()))  # keeps the graph
         if bias is not None:
             out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
-    # (D0', B, C_out, *rest) viewed as (B, C_out, D0', *rest): no copy. A following N-D
-    # layer's movedim then finds its planes-first input already contiguous.
-    return out.permute(1, 2, 0, *range(3, out.dim()))
+    # (D0', B, C_out, *rest) → (B, C_out, D0', *rest), contiguous like every conv output
+    return out.permute(1, 2, 0, *range(3, out.dim())).contiguous()
 
 
 def weighted_conv(
@@ -228,8 +235,7 @@ def weighted_conv(
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
 
     Returns:
-        ``(B, C_out, *out_spatial)`` (unbatched in, unbatched out); for N ≥ 4 a permuted
-        view of a planes-first buffer (not contiguous).
+        ``(B, C_out, *out_spatial)`` (unbatched in, unbatched out).
 
     Raises:
         ValueError: wrong input rank, channels that do not match ``weight`` and ``groups``,

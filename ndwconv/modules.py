@@ -66,31 +66,44 @@ class _WeightedMixin:
         return self.phi.spec()
 
     def invalidate_cache(self) -> None:
-        """Drop the cached inference kernel (only needed after edits through ``.data``)."""
+        """Drop the cached inference kernel (only needed after in-place edits through
+        ``.data``, which bypass the version counter)."""
         self._cached_weight: tuple[tuple, Tensor] | None = None
 
-    def _cache_key(self) -> tuple:
-        w = self.weight
-        parts = [id(w), w._version, w.device, w.dtype]
-        for t in (*self.phi.parameters(), *self.phi.buffers()):
-            parts += [id(t), t._version]
-        return tuple(parts)
+    def _cache_key(self) -> tuple | None:
+        """The tensors W⊙Φ is made of, with their storage and version; None: do not cache.
+
+        Holding the tensors themselves (compared with ``is``) rules out a new tensor that
+        reuses a freed one's ``id``; ``data_ptr`` catches ``.data`` swaps (``.to()``,
+        pruning), ``_version`` in-place updates (optimizer steps, ``load_state_dict``).
+        """
+        tensors = (self.weight, *self.phi.parameters(), *self.phi.buffers())
+        if any(t.is_inference() for t in tensors):
+            return None  # inference tensors have no version counter
+        return tuple((t, t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    @staticmethod
+    def _same_key(a: tuple, b: tuple) -> bool:
+        return len(a) == len(b) and all(
+            x[0] is y[0] and x[1:] == y[1:] for x, y in zip(a, b, strict=True)
+        )
 
     def effective_weight(self) -> Tensor:
         """``W ⊙ Φ``, differentiable in W and in learned densities.
 
         In ``eval()`` mode under ``torch.no_grad()`` the result is cached and reused until the
         weight (or a density parameter) changes: optimizer steps, ``load_state_dict`` and
-        ``.to()`` all invalidate it.
+        ``.to()``, ``.data`` swaps and swapping the parameter all invalidate it; nothing is
+        cached for inference-mode tensors.
         """
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.weight * self.phi().to(self.weight.dtype)
         key = self._cache_key()
         cached = getattr(self, "_cached_weight", None)
-        if cached is not None and cached[0] == key:
+        if key is not None and cached is not None and self._same_key(cached[0], key):
             return cached[1]
         w = self.weight * self.phi().to(self.weight.dtype)
-        self._cached_weight = (key, w)
+        self._cached_weight = None if key is None else (key, w)
         return w
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -181,10 +194,7 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
     Arguments as ``nn.Conv3d`` with ``ndim`` first; ``state_dict`` keys ``weight`` and
     ``bias`` as every ``nn.ConvNd``. For ``ndim ≤ 3`` it computes exactly what the matching
     ``WeightedConv{1,2,3}d`` computes; for ``ndim ≥ 4`` it sums (N-1)-D convolutions over
-    the taps of the first axis. Every padding mode works in every ``ndim``. For ``ndim ≥ 4``
-    the output is a permuted view of a planes-first buffer (``.is_contiguous()`` is False;
-    call ``.contiguous()`` where standard strides are needed): chained N-D layers then
-    skip a copy each.
+    the taps of the first axis. Every padding mode works in every ``ndim``.
 
     Example:
         >>> conv = WeightedConvNd(4, 2, 4, 3, padding=1, density=[0.8])   # 3-D + time

@@ -905,8 +905,8 @@ def check_dtype_device(factory: Factory, case: ConvCase) -> None:
 
 
 def check_state_dict_round_trip(factory: Factory, case: ConvCase) -> None:
-    """A fresh layer loading the ``state_dict`` computes the same output, and the keys do
-    not depend on train/eval mode or on having run inference.
+    """A fresh layer (already used for inference) loading the ``state_dict`` computes the
+    same output, and the keys do not depend on train/eval mode or on having run inference.
     """
     layer = make_layer(factory, case)
     keys = list(layer.state_dict())
@@ -919,6 +919,8 @@ def check_state_dict_round_trip(factory: Factory, case: ConvCase) -> None:
             f"state_dict keys changed with eval/inference: {keys} → {list(layer.state_dict())}"
         )
     fresh = make_layer(factory, replace(case, seed=case.seed + 1)).eval()
+    with torch.no_grad():
+        fresh(x)  # fill any inference cache first: loading must invalidate it
     fresh.load_state_dict(copy.deepcopy(layer.state_dict()), strict=True)
     with torch.no_grad():
         _assert_close(_output(fresh, x), y, "after state_dict round trip", case, 1e-12, 1e-12)
@@ -1023,6 +1025,33 @@ class LayerReport:
             raise AssertionError(str(self))
 
 
+_BOUNDS = ("max_size", "max_channels_per_group", "max_batch", "max_kernel")
+
+
+def _merge_options(user: dict[str, Any], needed: dict[str, Any]) -> dict[str, Any] | None:
+    """``conv_cases`` options meeting both the user's restrictions and a property's needs;
+    ``None`` when they cannot both hold (the property is then not applicable)."""
+    out = dict(user)
+    for key, value in needed.items():
+        if key == "padding_modes":
+            modes = tuple(m for m in out.get(key, PADDING_MODES) if m in value)
+            if not modes:
+                return None
+            out[key] = modes
+        elif key in _BOUNDS:
+            out[key] = min(out.get(key, value), value)
+        elif key == "same":
+            mine = out.get("same", True)
+            if (value == "only" and mine is False) or (value is False and mine == "only"):
+                return None
+            out[key] = value
+        elif key == "stride":
+            out[key] = bool(out.get(key, True)) and bool(value)
+        else:
+            out[key] = value
+    return out
+
+
 def _run_property(
     prop: Property, factory: Factory, strategy: Any, run_settings: Any
 ) -> PropertyResult:
@@ -1046,7 +1075,8 @@ def _run_property(
         if name in ("Unsatisfiable", "FailedHealthCheck") and seen["applicable"] == 0:
             return PropertyResult(prop.name, "not applicable", 0)
         message = str(err) if isinstance(err, AssertionError) else f"{name}: {err}"
-        return PropertyResult(prop.name, "failed", seen["n"], seen["last"], message)
+        examples = min(seen["n"], run_settings.max_examples)  # not counting shrink replays
+        return PropertyResult(prop.name, "failed", examples, seen["last"], message)
     return PropertyResult(prop.name, "held", seen["applicable"])
 
 
@@ -1093,7 +1123,11 @@ def check_layer(
     results = []
     for name in names:
         prop = PROPERTIES[name]
-        options = {"ndim": lo_hi, "density": density, **case_options, **prop.case_options}
+        user = {"ndim": lo_hi, "density": density, **case_options}
+        options = _merge_options(user, prop.case_options)
+        if options is None:
+            results.append(PropertyResult(name, "not applicable", 0))
+            continue
         results.append(_run_property(prop, factory, conv_cases(**options), run_settings))
     label = getattr(factory, "__qualname__", None) or repr(factory)
     return LayerReport(label, lo_hi, results)

@@ -220,3 +220,20 @@ def test_plain_layers_are_checked_without_density():
 def test_signals_are_finite_arrays_of_the_requested_shape(x):
     assert x.shape == (2, 3, 4) and x.dtype == np.float32
     assert np.isfinite(x).all() and np.abs(x).max() <= 2.0
+
+
+def test_user_restrictions_win_over_property_needs():
+    """A property whose cases conflict with the user's options is not applicable, and
+    bounds are intersected (translation equivariance needs circular padding)."""
+    report = nwt.check_layer(
+        nw.WeightedConv1d,
+        1,
+        padding_modes=("zeros",),
+        max_examples=10,
+        properties=["translation_equivariance", "gradcheck"],
+        max_size=3,
+    )
+    assert report["translation_equivariance"].status == "not applicable"
+    assert report["gradcheck"].status == "held"
+    assert nwt._merge_options({"max_size": 3}, {"max_size": 5})["max_size"] == 3
+    assert nwt._merge_options({"same": False}, {"same": "only"}) is None
