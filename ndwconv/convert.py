@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -189,11 +191,12 @@ def convert(
             raise type(err)(
                 f"convert: layer {name or '<root>'!r} ({kind}, kernel {ks}): {err}"
             ) from None
-        plan.append((name, module, phi))
-    for name, module, phi in plan:
+        plan.append((name, module, phi, fam))
+    for name, module, phi, fam in plan:
         kind = type(module).__name__
         module.__class__ = WEIGHTED_BY_PLAIN[type(module)]
         module.phi = phi
+        module._density_family = fam
         module.invalidate_cache()
         report.append(
             Replacement(
@@ -259,6 +262,8 @@ def freeze(model: nn.Module) -> nn.Module:
     Φ is unchanged (outputs are identical); the density parameters disappear from the
     model's parameters and ``state_dict``. Returns ``model``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     for _, layer in weighted_layers(model):
         if isinstance(layer.phi, LearnedPhi):
             layer.set_density(layer.phi.frozen())
@@ -278,8 +283,13 @@ def param_groups(
     Raises:
         ValueError: if ``density_lr`` is not a positive number.
     """
-    if not isinstance(density_lr, (int, float)) or isinstance(density_lr, bool) or density_lr <= 0:
-        raise ValueError(f"density_lr must be a positive number, got {density_lr!r}")
+    if (
+        not isinstance(density_lr, numbers.Real)
+        or isinstance(density_lr, bool)
+        or not math.isfinite(density_lr)
+        or density_lr <= 0
+    ):
+        raise ValueError(f"density_lr must be a positive finite number, got {density_lr!r}")
     density_ids = set()
     density_params = []
     for _, layer in weighted_layers(model):

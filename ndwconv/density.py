@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -352,7 +354,7 @@ class Table(Density):
             by_size = {}
             for k, v in values.items():
                 try:
-                    size = int(k)
+                    size = operator.index(k) if not isinstance(k, str) else int(k)
                 except (TypeError, ValueError):
                     raise ValueError(
                         f"Table(values): mapping keys must be kernel sizes, got {k!r}"
@@ -505,7 +507,7 @@ class Gaussian(Density):
         self, sigma: float | Sequence[float] = 1.0, spacing: float | Sequence[float] | None = None
     ):
         self.sigma = _check_values(
-            [sigma] if isinstance(sigma, (int, float)) else sigma, "Gaussian(sigma)"
+            [sigma] if isinstance(sigma, numbers.Real) else sigma, "Gaussian(sigma)"
         )
         if not self.sigma:
             raise ValueError("Gaussian(sigma) needs at least one value")
@@ -513,7 +515,7 @@ class Gaussian(Density):
             self.spacing = None
         else:
             self.spacing = _check_values(
-                [spacing] if isinstance(spacing, (int, float)) else spacing, "Gaussian(spacing)"
+                [spacing] if isinstance(spacing, numbers.Real) else spacing, "Gaussian(spacing)"
             )
 
     @staticmethod

@@ -62,21 +62,39 @@ def same_padding(
     return tuple(pads)
 
 
+def _flat_pads(pads: Sequence[tuple[int, int]]) -> list[int]:
+    """``F.pad``'s order: last axis first, ``(left, right)`` each."""
+    return [p for lo_hi in reversed(pads) for p in lo_hi]
+
+
 def pad_nd(x: Tensor, pads: Sequence[tuple[int, int]], mode: str) -> Tensor:
     """Pad the trailing ``len(pads)`` axes of ``x`` by ``(left, right)`` each.
 
     ``mode`` is one of ``zeros``, ``reflect`` (mirror without repeating the edge),
     ``replicate`` (repeat the edge) or ``circular`` (wrap around), for any number of axes.
-    Differentiable; built from index gathers so it is not limited to 3 axes.
+    Differentiable. Up to 3 axes use ``F.pad``; more use index gathers along each axis.
     """
     if mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
     n = len(pads)
     if not any(lo or hi for lo, hi in pads):
         return x
+    for i, (lo, hi) in enumerate(pads):
+        size = x.shape[x.dim() - n + i]
+        if mode == "reflect" and (lo >= size or hi >= size):
+            raise ValueError(
+                f"padding_mode='reflect' needs padding < input size; axis {i} has size {size} "
+                f"and padding ({lo}, {hi})"
+            )
+        if mode == "circular" and (lo > size or hi > size):
+            raise ValueError(
+                f"padding_mode='circular' needs padding ≤ input size; axis {i} has size {size} "
+                f"and padding ({lo}, {hi})"
+            )
     if mode == "zeros":
-        flat = [p for lo_hi in reversed(pads) for p in lo_hi]
-        return F.pad(x, flat)
+        return F.pad(x, _flat_pads(pads))
+    if n <= 3 and x.dim() == n + 2:  # torch's own kernels cover up to 3 padded axes
+        return F.pad(x, _flat_pads(pads), mode=mode)
     for i, (lo, hi) in enumerate(pads):
         if not (lo or hi):
             continue
@@ -84,25 +102,12 @@ def pad_nd(x: Tensor, pads: Sequence[tuple[int, int]], mode: str) -> Tensor:
         size = x.shape[dim]
         idx = torch.arange(-lo, size + hi, device=x.device)
         if mode == "reflect":
-            if lo >= size or hi >= size:
-                raise ValueError(
-                    f"padding_mode='reflect' needs padding < input size; axis {i} has size {size} "
-                    f"and padding ({lo}, {hi})"
-                )
             period = 2 * (size - 1)
-            if period == 0:
-                idx = torch.zeros_like(idx)
-            else:
-                idx = idx.remainder(period)
-                idx = torch.where(idx >= size, period - idx, idx)
+            idx = idx.remainder(period) if period else torch.zeros_like(idx)
+            idx = torch.where(idx >= size, period - idx, idx)
         elif mode == "replicate":
             idx = idx.clamp(0, size - 1)
         else:  # circular
-            if lo > size or hi > size:
-                raise ValueError(
-                    f"padding_mode='circular' needs padding ≤ input size; axis {i} has size {size} "
-                    f"and padding ({lo}, {hi})"
-                )
             idx = idx.remainder(size)
         x = x.index_select(dim, idx)
     return x
@@ -113,11 +118,6 @@ def _fits(phi_shape: torch.Size, weight_shape: torch.Size) -> bool:
         return torch.broadcast_shapes(phi_shape, weight_shape) == weight_shape
     except RuntimeError:
         return False
-
-
-def _flat_pads(pads: Sequence[tuple[int, int]]) -> list[int]:
-    """``F.pad``'s order: last axis first, ``(left, right)`` each."""
-    return [p for lo_hi in reversed(pads) for p in lo_hi]
 
 
 def conv_nd(

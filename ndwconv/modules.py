@@ -57,13 +57,15 @@ class _WeightedMixin:
                 f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}"
             )
         self.phi = module
+        self._density_family = family
         self.invalidate_cache()
         return self
 
     @property
     def density(self) -> Density:
         """The density family of this layer (for ``Learned``: initialised at its current values)."""
-        return self.phi.spec()
+        spec = getattr(self.phi, "spec", None)
+        return spec() if callable(spec) else self._density_family
 
     def invalidate_cache(self) -> None:
         """Drop the cached inference kernel (only needed after in-place edits through
