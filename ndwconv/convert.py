@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .density import DensityLike, Learned, LearnedPhi, Ones, as_density
+from .density import DensityLike, LearnedPhi, Ones, as_density
 from .modules import WEIGHTED_BY_PLAIN, _WeightedMixin, is_weighted
 
 __all__ = [
@@ -293,11 +293,10 @@ def param_groups(
     density_ids = set()
     density_params = []
     for _, layer in weighted_layers(model):
-        if isinstance(layer.phi, LearnedPhi) or isinstance(layer.density, Learned):
-            for p in layer.phi.parameters():
-                if id(p) not in density_ids:
-                    density_ids.add(id(p))
-                    density_params.append(p)
+        for p in layer.phi.parameters():  # fixed densities have none
+            if id(p) not in density_ids:
+                density_ids.add(id(p))
+                density_params.append(p)
     others = [p for p in model.parameters() if id(p) not in density_ids]
     return [
         {"params": others},

@@ -170,15 +170,16 @@ def conv_nd(
     # the accumulator, which saves a zero fill and one pass over the output. (A partition,
     # not a sort: torch.compile traces it with dynamic shapes.)
     spans = [s for s in spans if not s[0]] + [s for s in spans if s[0]]
+    bias_in_conv = bool(spans) and not spans[0][0]
     out = None
-    for partial, j, first, last, offset in spans:
+    for i, (partial, j, first, last, offset) in enumerate(spans):
         count = last - first + 1
         start = first * s0 + offset
         taken = planes[start : start + s0 * (count - 1) + 1 : s0]
         y = conv_nd(
             taken.reshape(count * b, c, *planes.shape[3:]),
             weight[:, :, j],
-            None if partial or out is not None else bias,
+            bias if i == 0 and bias_in_conv else None,
             stride[1:],
             inner,
             dilation[1:],
@@ -190,8 +191,6 @@ def conv_nd(
             continue
         if out is None:
             out = y.new_zeros(out0, *y.shape[1:])
-            if bias is not None:
-                out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
         out[first : last + 1] += y
     if out is None:  # every tap falls in the padding: the output is the bias alone
         probe = conv_nd(
@@ -204,8 +203,8 @@ def conv_nd(
             groups,
         )
         out = (probe * 0).unsqueeze(0).repeat(out0, *([1] * probe.dim()))  # keeps the graph
-        if bias is not None:
-            out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
+    if bias is not None and not bias_in_conv:
+        out += bias.reshape(1, 1, -1, *([1] * (n - 1)))
     # (D0', B, C_out, *rest) → (B, C_out, D0', *rest), contiguous like every conv output
     return out.permute(1, 2, 0, *range(3, out.dim())).contiguous()
 

@@ -144,6 +144,12 @@ def _windows(kernel, s, d, out):
         )
 
 
+def _weighted(weight: np.ndarray, phi: np.ndarray | None) -> np.ndarray:
+    """``weight ⊙ phi`` in float64 (``weight`` alone without ``phi``)."""
+    w = np.asarray(weight, dtype=np.float64)
+    return w if phi is None else w * np.asarray(phi, dtype=np.float64)
+
+
 def reference_conv(
     x: np.ndarray,
     weight: np.ndarray,
@@ -178,9 +184,7 @@ def reference_conv(
         array([[[-1., -2., -2., -2.,  3.]]])
     """
     x = np.asarray(x, dtype=np.float64)
-    w = np.asarray(weight, dtype=np.float64)
-    if phi is not None:
-        w = w * np.asarray(phi, dtype=np.float64)
+    w = _weighted(weight, phi)
     kernel = w.shape[2:]
     s, d, pads, out = _reference_geometry(x.shape[2:], kernel, stride, padding, dilation)
     xp = np.pad(x, [(0, 0), (0, 0), *pads], mode=NUMPY_PAD_MODES[padding_mode])
@@ -227,9 +231,7 @@ def reference_conv_transpose(
         ``(B, C_in, *input_spatial)`` in float64.
     """
     y = np.asarray(y, dtype=np.float64)
-    w = np.asarray(weight, dtype=np.float64)
-    if phi is not None:
-        w = w * np.asarray(phi, dtype=np.float64)
+    w = _weighted(weight, phi)
     kernel = w.shape[2:]
     n = len(kernel)
     s, d, pads, out = _reference_geometry(tuple(input_spatial), kernel, stride, padding, dilation)
@@ -933,10 +935,6 @@ class Property:
     name: str
     check: Callable[[Factory, ConvCase], None]
     case_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def doc(self) -> str:
-        return " ".join((self.check.__doc__ or "").split())
 
 
 PROPERTIES: dict[str, Property] = {
