@@ -1,0 +1,259 @@
+"""Scoring denoisers: PSNR and SSIM against the clean 8-bit image, and whole-image inference.
+
+Conventions (those of the DnCNN line of work): an estimate is scored on the 0–255 scale
+against the clean ``uint8`` image; the estimate is clipped to [0, 255] but not rounded
+to integers, so a score measures the network, not a quantiser. SSIM follows Wang et al.,
+"Image quality assessment: from error visibility to structural similarity", IEEE TIP
+2004: an 11×11 Gaussian window of σ 1.5 and population (not sample) covariances.
+
+Example:
+    >>> import numpy as np, torch
+    >>> clean = np.full((16, 16), 100, np.uint8)
+    >>> estimate = to_uint8_scale(torch.full((1, 16, 16), 110 / 255))
+    >>> round(psnr(estimate, clean), 2)
+    28.13
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["denoise_image", "psnr", "ssim", "to_uint8_scale"]
+
+
+def _as_float64(x: np.ndarray | Tensor, name: str) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    array = np.asarray(x)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def _estimate_and_clean(
+    estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor, data_range: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as float64 arrays of one shape, the estimate clipped to the range."""
+    if isinstance(data_range, bool) or not 0 < data_range < math.inf:
+        raise ValueError(f"data_range must be a finite number > 0, got {data_range!r}")
+    est, ref = _as_float64(estimate, "estimate"), _as_float64(clean, "clean")
+    if est.shape != ref.shape or est.size == 0:
+        raise ValueError(
+            f"estimate and clean must have one non-empty shape, got estimate {est.shape} "
+            f"and clean {ref.shape}"
+        )
+    return np.clip(est, 0.0, data_range), ref
+
+
+def psnr(
+    estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor, data_range: float = 255.0
+) -> float:
+    """Peak signal-to-noise ratio in dB, ``10 · log10(data_range² / MSE)``.
+
+    Args:
+        estimate: the estimate on the 0–``data_range`` scale (any real dtype, e.g. from
+            ``to_uint8_scale``); it is clipped to [0, ``data_range``], not rounded.
+        clean: the reference, normally the clean ``uint8`` image, same shape.
+        data_range: the peak value.
+
+    Returns:
+        PSNR in dB; ``math.inf`` when the (clipped) estimate equals ``clean``.
+
+    Raises:
+        ValueError: if the shapes differ (the message gives both) or are empty.
+
+    Example:
+        >>> import numpy as np
+        >>> clean = np.zeros((4, 4), np.uint8)
+        >>> psnr(np.full((4, 4), 25.5), clean), psnr(np.full((4, 4), -3.0), clean)
+        (20.0, inf)
+    """
+    est, ref = _estimate_and_clean(estimate, clean, data_range)
+    mse = float(np.mean((est - ref) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(
+    estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor, data_range: float = 255.0
+) -> float:
+    """Structural similarity (Wang et al. 2004) of the clipped estimate and the clean image.
+
+    Computed by ``skimage.metrics.structural_similarity`` with ``gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False`` (the paper's settings, which make scores
+    comparable with published ones) and, for ``(H, W, C)`` images, ``channel_axis=-1``
+    (the mean over channels). Images must be at least 11×11.
+
+    Args:
+        estimate: ``(H, W)`` or ``(H, W, C)`` estimate on the 0–``data_range`` scale;
+            clipped to [0, ``data_range``], not rounded.
+        clean: the reference, normally the clean ``uint8`` image, same shape.
+        data_range: the peak value.
+
+    Returns:
+        SSIM, 1.0 for identical images.
+
+    Raises:
+        ValueError: if the shapes differ or are not 2-D / 3-D.
+        ImportError: if scikit-image is not installed.
+
+    Example:
+        >>> import numpy as np
+        >>> clean = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+        >>> ssim(clean.astype(float), clean)
+        1.0
+    """
+    est, ref = _estimate_and_clean(estimate, clean, data_range)
+    if est.ndim not in (2, 3):
+        raise ValueError(f"ssim needs (H, W) or (H, W, C) images, got shape {est.shape}")
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError as err:
+        raise ImportError(
+            "ssim needs scikit-image, which is not installed: pip install 'ndwconv[recipes]'"
+        ) from err
+    return float(
+        structural_similarity(
+            est,
+            ref,
+            data_range=data_range,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1 if est.ndim == 3 else None,
+        )
+    )
+
+
+def to_uint8_scale(x01: Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` image on the [0, 1] scale → float64 on the 0–255 scale, channels last.
+
+    The values are multiplied by 255, neither rounded nor clipped (``psnr`` and ``ssim``
+    clip), so scores are those of the estimate itself against the 8-bit image.
+
+    Args:
+        x01: ``(C, H, W)`` tensor.
+
+    Returns:
+        ``(H, W)`` for one channel, else ``(H, W, C)``; float64.
+
+    Example:
+        >>> to_uint8_scale(torch.ones(3, 2, 4)).shape
+        (2, 4, 3)
+    """
+    if not isinstance(x01, Tensor) or x01.ndim != 3:
+        raise ValueError(f"x01 must be a (C, H, W) tensor, got {_describe(x01)}")
+    array = x01.detach().to("cpu", torch.float64).numpy() * 255.0
+    return array[0] if array.shape[0] == 1 else np.ascontiguousarray(np.moveaxis(array, 0, -1))
+
+
+def _describe(x: object) -> str:
+    shape = getattr(x, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else type(x).__name__
+
+
+def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every ``stride``, the last one shifted inward to end at
+    ``size``; a single tile when the axis fits in one."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def denoise_image(
+    model: nn.Module,
+    noisy: Tensor,
+    tile: int | None = None,
+    overlap: int = 32,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Run ``model`` on one image, whole or in overlapping tiles, without gradients.
+
+    With ``tile`` set and the image larger than ``tile`` along some axis, the image is cut
+    into ``tile``-sided tiles every ``tile - overlap`` pixels, the last tile of each axis
+    shifted inward to end at the border. Each tile's output loses ``overlap // 2`` pixels
+    on the sides it shares with other tiles (where the cut, not the image, bordered the
+    input); the kept parts, which cover the image, are averaged with constant weights. So
+    for a model whose receptive-field radius is at most ``overlap // 2`` the tiled result
+    equals the untiled one. Works for any number of spatial axes.
+
+    The model must already be on ``device`` and in the mode wanted (call ``.eval()`` for
+    inference with batch normalisation); this function changes neither.
+
+    Args:
+        model: maps ``(1, C, *spatial)`` to ``(1, C_out, *spatial)``.
+        noisy: ``(C, H, W)`` image (or ``(C, *spatial)``), on any device.
+        tile: side of the tiles; ``None`` processes the whole image at once.
+        overlap: overlap of neighbouring tiles, in pixels.
+        device: where the model runs.
+
+    Returns:
+        ``(C_out, H, W)`` output on the CPU.
+
+    Raises:
+        ValueError: if ``noisy`` has fewer than 2 dimensions, ``tile`` is not > ``overlap``,
+            ``overlap`` is negative, or the model changes the spatial size.
+
+    Example:
+        >>> net = torch.nn.Conv2d(1, 1, 3, padding=1)
+        >>> image = torch.rand(1, 70, 53)
+        >>> whole = denoise_image(net, image)
+        >>> torch.allclose(denoise_image(net, image, tile=32, overlap=4), whole, atol=1e-6)
+        True
+    """
+    if not isinstance(noisy, Tensor) or noisy.ndim < 2:
+        raise ValueError(f"noisy must be a (C, H, W) tensor, got {_describe(noisy)}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be an int ≥ 0, got {overlap!r}")
+    if tile is not None and (
+        isinstance(tile, bool) or not isinstance(tile, int) or tile <= overlap
+    ):
+        raise ValueError(f"tile must be None or an int > overlap ({overlap}), got {tile!r}")
+    spatial = tuple(noisy.shape[1:])
+
+    def run(x: Tensor) -> Tensor:
+        out = model(x.to(device)[None])[0]
+        if tuple(out.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"the model must keep the spatial size: input {tuple(x.shape[1:])}, "
+                f"output {tuple(out.shape[1:])}"
+            )
+        return out.to("cpu")
+
+    with torch.no_grad():
+        if tile is None or all(size <= tile for size in spatial):
+            return run(noisy)
+        total: Tensor | None = None
+        count = torch.zeros(spatial, dtype=torch.float64)
+        axes = [_tile_starts(size, tile, tile - overlap) for size in spatial]
+        for corner in itertools.product(*axes):
+            window = [slice(c, min(c + tile, n)) for c, n in zip(corner, spatial, strict=True)]
+            out = run(noisy[(slice(None), *window)])
+            keep, inner = _kept_part(window, spatial, overlap // 2)
+            if total is None:  # float64 sums: averages of equal values stay exact
+                total = torch.zeros((out.shape[0], *spatial), dtype=torch.float64)
+            total[(slice(None), *keep)] += out[(slice(None), *inner)]
+            count[keep] += 1
+        return (total / count).to(out.dtype)
+
+
+def _kept_part(
+    window: list[slice], spatial: tuple[int, ...], margin: int
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The part of a tile's output that is kept: all but ``margin`` pixels on each side
+    that borders another tile, as slices of the image and of the tile."""
+    keep = tuple(
+        slice(w.start + (margin if w.start > 0 else 0), w.stop - (margin if w.stop < n else 0))
+        for w, n in zip(window, spatial, strict=True)
+    )
+    inner = tuple(
+        slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window, strict=True)
+    )
+    return keep, inner

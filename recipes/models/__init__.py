@@ -1,0 +1,82 @@
+"""Denoising networks for the recipes, built from plain ``torch.nn`` layers.
+
+Each model is made weighted with ``ndwconv.convert``; ``odd_kernel_convs`` selects the
+layers a ``Table`` density fits (odd kernels, not pointwise), e.g. to leave NAFNet's 2×2
+down-sampling convolutions plain::
+
+    net = ndwconv.convert(build_model("nafnet"), "default", where=odd_kernel_convs)
+
+* ``DnCNN`` — Zhang et al., "Beyond a Gaussian Denoiser", IEEE TIP 2017; 1-D, 2-D or 3-D.
+* ``NAFNet`` — Chen et al., "Simple Baselines for Image Restoration", ECCV 2022; 2-D.
+
+Example:
+    >>> net = build_model("dncnn", ndim=1, depth=3, width=4)
+    >>> count_parameters(net)  # 1·4·3 + 4, 4·4·3 + BatchNorm 2·4, 4·1·3 + 1
+    85
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from .dncnn import DnCNN
+from .nafnet import NAFNet
+
+__all__ = ["MODELS", "DnCNN", "NAFNet", "build_model", "count_parameters", "odd_kernel_convs"]
+
+MODELS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "nafnet": NAFNet}
+"""The recipe models by name (what ``build_model`` accepts)."""
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a recipe model by name.
+
+    Args:
+        name: a key of ``MODELS`` (case-insensitive), e.g. ``"dncnn"``.
+        **kwargs: the model's constructor arguments.
+
+    Returns:
+        The model, with PyTorch's default initialisation.
+
+    Raises:
+        ValueError: on an unknown name (the message lists the known ones) or an invalid
+            argument value (the message names the argument).
+        TypeError: on a keyword the model does not take (the message names it).
+    """
+    if not isinstance(name, str) or name.lower() not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    model_class = MODELS[name.lower()]
+    accepted = [p for p in inspect.signature(model_class).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{model_class.__name__} got unexpected argument(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    return model_class(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameter elements (each shared tensor counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def odd_kernel_convs(name: str, module: nn.Module) -> bool:
+    """``where=`` selector for ``ndwconv.convert``: convolutions a ``Table`` density fits.
+
+    True when every kernel size is odd and at least one is > 1 (so 3×3, 5×5, 3×3×3 and
+    anisotropic 1×3 kernels qualify; pointwise 1×1 and even 2×2 kernels do not). ``name``
+    is unused: the choice depends on the layer only.
+
+    Example:
+        >>> [odd_kernel_convs("", nn.Conv2d(8, 8, k)) for k in (3, (1, 3), 1, 2)]
+        [True, True, False, False]
+    """
+    kernel_size = getattr(module, "kernel_size", None)
+    if kernel_size is None:
+        return False
+    sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
+    return all(k % 2 == 1 for k in sizes) and any(k > 1 for k in sizes)
