@@ -688,7 +688,7 @@ def fit(
             "step": step,
             "config": run_config,
             "description": describe,
-            "scheduler": scheduler.state_dict(),
+            "scheduler": _scheduler_state(scheduler),
             "history": history,
         }
         path = ckpt_dir / f"step-{step:08d}.safetensors"
@@ -797,6 +797,15 @@ def fit(
         samples_per_second=seen / train_time if train_time > 0 else 0.0,
         checkpoint=final,
     )
+
+
+def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """The JSON-safe part of a scheduler's state.
+
+    The milestones (a ``Counter`` with integer keys, which JSON would turn into strings)
+    are rebuilt from the configuration instead.
+    """
+    return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
 
 
 def _append_log(path: Path, record: Mapping[str, Any]) -> None:
