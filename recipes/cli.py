@@ -13,6 +13,7 @@ Both take a task (``denoise``), a configuration (a built-in name or a TOML file,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
     parser.add_argument("--device", help="shorthand for --set train.device=D (auto, cpu, cuda)")
+    parser.add_argument(
+        "--density",
+        metavar="SPEC",
+        help="shorthand for --set weighted.density=SPEC (e.g. table:0.7, gaussian:1.2)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run(s) already in the output folder"
     )
@@ -105,7 +111,9 @@ def _config(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.device is not None:
-        overrides.append(f'train.device="{args.device}"')
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    if args.density is not None:
+        overrides.append(f"weighted.density={json.dumps(args.density)}")
     return load_config(args.config, [*overrides, *extra])
 
 

@@ -58,7 +58,7 @@ def builtin_configs() -> dict[str, str]:
 def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     text_name = str(name_or_path)
     path = Path(text_name)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file {text_name!r} does not exist")
         source = str(path.resolve())

@@ -577,8 +577,9 @@ class PatchDataset(Dataset):
         noise: the noise; a range draws σ per patch (blind denoising).
         seed: non-negative seed.
         augment: apply a random dihedral transform.
-        length: ``len`` of the dataset; ``len(images) * PATCHES_PER_IMAGE`` (a nominal
-            epoch, 128 patches per image) if ``None``.
+        length: ``len`` of the dataset, a nominal epoch for samplers that want one;
+            ``len(images) * PATCHES_PER_IMAGE`` (128 patches per image) if ``None``. Items
+            are an endless stream: every index ≥ 0 is valid, whatever ``length`` says.
 
     Shapes:
         item: ``(noisy, clean)``, float32 ``(C, patch_size, patch_size)``; clean is the
@@ -631,7 +632,11 @@ class PatchDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        i = _check_index(index, self.length)
+        i = operator.index(index)
+        if i < 0:
+            raise IndexError(
+                f"PatchDataset items are numbered from 0 (an endless stream), got {index}"
+            )
         generator = _seeded_generator(self.seed, i)
         p = self.patch_size
         # one draw for the image, the transform, σ and each spatial axis, always all made

@@ -8,11 +8,11 @@ recipe configuration (see ``ndwconv.recipes.config``):
 * the loss on ``(model(inputs), targets)``: ``mse``, ``l1`` or ``psnr`` (minus the mean
   per-sample PSNR on the model's scale, a scale-free form of MSE);
 * checkpoints every ``checkpoint_every`` steps and when training stops (finished,
-  interrupted or failed): ``step-NNNNNNNN.safetensors`` (model, optimizer and RNG tensors;
-  loading them runs no code) with a JSON sidecar (configuration, task description,
-  densities, step, schedule and metrics). ``resume=True`` continues from the newest
-  complete checkpoint and, on CPU, produces bit-identical weights to a run that was never
-  interrupted;
+  interrupted by Ctrl-C or SIGTERM, or failed): ``step-NNNNNNNN.safetensors`` (model,
+  optimizer and RNG tensors; loading them runs no code) with a JSON sidecar
+  (configuration, task description, densities, step, schedule and metrics).
+  ``resume=True`` continues from the newest complete checkpoint and, on CPU, produces
+  bit-identical weights to a run that was never interrupted;
 * a progress bar (loss, samples/s), ``metrics.jsonl`` (one JSON object per logged step and
   per evaluation) and ``curves.png`` (with matplotlib);
 * distribution: under ``torchrun --nproc_per_node N`` it trains with
@@ -60,7 +60,9 @@ import math
 import os
 import platform
 import re
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -709,6 +711,7 @@ def fit(
         return metrics
 
     model.train()
+    restore_sigterm = _exit_on_sigterm()
     step, seen, train_time = start, 0, 0.0
     last_saved = start if resume else -1
     bar = tqdm(
@@ -768,9 +771,10 @@ def fit(
                 tic = time.perf_counter()
         train_time += time.perf_counter() - tic
     finally:
+        restore_sigterm()
         bar.close()
         if step != last_saved and step > start:
-            checkpoint(step)  # on exit, also when interrupted or failing
+            checkpoint(step)  # on exit, also when interrupted, terminated or failing
             last_saved = step
     metrics = evaluate(step) if not (history and history[-1]["step"] == step) else history[-1]
     metrics = {k: v for k, v in metrics.items() if k != "step"}
@@ -806,6 +810,22 @@ def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[st
     are rebuilt from the configuration instead.
     """
     return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (a scheduler's or ``kill``'s stop) unwind like Ctrl-C, saving a checkpoint.
+
+    Returns the function that restores the previous handler. Outside the main thread,
+    where handlers cannot be installed, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _append_log(path: Path, record: Mapping[str, Any]) -> None:

@@ -1,9 +1,8 @@
-"""The ``ndwconv`` command line: parsing, errors, ``info`` and a tiny ``demo`` run."""
+"""The ``ndwconv`` command line: parsing, errors, ``info`` and a tiny ``compare`` run."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import math
@@ -17,11 +16,32 @@ import ndwconv
 from ndwconv import cli
 from ndwconv.cli import main
 
-demo = pytest.importorskip("ndwconv.recipes.demo")
+pytest.importorskip("skimage")
+pytest.importorskip("safetensors")
+data = pytest.importorskip("ndwconv.recipes.data")
 
-# A demo run of a few seconds: 3 steps on small patches, no progress bar.
-TINY = ["--steps", "3", "--patch", "24", "--batch", "8", "--quiet"]
+# A comparison of a few seconds on the embedded images: a 3-layer DnCNN, 3 steps, 1 seed.
+TINY = [
+    "--steps",
+    "3",
+    "--set",
+    "model.depth=3",
+    "--set",
+    "model.width=8",
+    "--set",
+    "data.patch_size=24",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.eval_every=0",
+    "--seeds",
+    "1",
+    "--quiet",
+]
 THEORETICAL_NOISY_PSNR = 20 * math.log10(255 / 25)  # ≈ 20.17 dB for σ = 25, before clipping
+
+
+COMPARE = ("compare", "denoise", "--config", "quick")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -48,10 +68,11 @@ def test_help_lists_the_core_and_discovered_commands(capsys):
     assert code == 0
     assert "usage: ndwconv" in out
     assert "info" in out
-    assert "demo" in out  # found through the ndwconv.commands entry points
+    for command in ("train", "compare"):  # found through the ndwconv.commands entry points
+        assert command in out
 
 
-@pytest.mark.parametrize("command", ["info", "demo"])
+@pytest.mark.parametrize("command", ["info", "train", "compare"])
 def test_subcommand_help_has_an_example(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
@@ -73,7 +94,7 @@ def test_version(capsys):
 
 
 def test_unknown_flag_is_a_usage_error(capsys):
-    code, _, err = run(capsys, "demo", "--no-such-flag")
+    code, _, err = run(capsys, "compare", "denoise", "--no-such-flag")
     assert code == 2
     assert "unrecognized arguments: --no-such-flag" in err
 
@@ -128,15 +149,17 @@ def test_info_prints_versions_devices_and_parseable_family_examples(capsys):
 # ---------------------------------------------------------------------------------------
 
 
-def test_unknown_density_is_a_one_line_error(capsys):
-    code, out, err = run(capsys, "demo", "--density", "nosuch", *TINY)
+def test_unknown_density_is_a_one_line_error(capsys, tmp_path):
+    code, out, err = run(capsys, *COMPARE, "--density", "nosuch", *TINY, "--out", str(tmp_path))
     assert code == 1
     assert out == ""
     assert_one_line_error(err, "unknown density 'nosuch'")
 
 
-def test_density_that_does_not_fit_the_kernel_is_a_one_line_error(capsys):
-    code, _, err = run(capsys, "demo", "--density", "table:0.2,0.8", *TINY)
+def test_density_that_does_not_fit_the_kernel_is_a_one_line_error(capsys, tmp_path):
+    code, _, err = run(
+        capsys, *COMPARE, "--density", "table:0.2,0.8", *TINY, "--out", str(tmp_path)
+    )
     assert code == 1
     assert_one_line_error(err, "size 3")
 
@@ -144,81 +167,85 @@ def test_density_that_does_not_fit_the_kernel_is_a_one_line_error(capsys):
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [
-        (["--device", "tpu"], "device must be"),
-        (["--patch", "2"], "patch must be"),
-        (["--sigma", "0"], "sigma must be"),
+        (["--device", "tpu"], "train.device 'tpu' is not a device name"),
+        (["--set", "data.patch_size=2000"], "patch_size"),
+        (["--set", "noise.sigma=-5"], "sigma"),
+        (["--seeds", "0"], "--seeds must be ≥ 1"),
+        (["--set", "train.batch_size=0"], "train.batch_size must be ≥ 1"),
     ],
 )
-def test_bad_demo_arguments_are_one_line_errors(capsys, flags, fragment):
-    code, _, err = run(capsys, "demo", *TINY, *flags)
+def test_bad_compare_arguments_are_one_line_errors(capsys, tmp_path, flags, fragment):
+    code, _, err = run(capsys, *COMPARE, *TINY, *flags, "--out", str(tmp_path))
     assert code == 1
     assert_one_line_error(err, fragment)
 
 
 @pytest.mark.parametrize("position", ["before", "after"])
 def test_debug_shows_the_exception(position):
-    argv = ["demo", "--density", "nosuch"]
+    argv = [*COMPARE, "--density", "nosuch"]
     argv = ["--debug", *argv] if position == "before" else [*argv, "--debug"]
     with pytest.raises(ValueError, match="unknown density"):
         main(argv)
 
 
-def test_missing_scikit_image_names_the_extra(capsys, monkeypatch):
+def test_missing_scikit_image_names_the_extra(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "skimage", None)  # makes `import skimage` fail
-    monkeypatch.setattr(demo, "_load_grey", functools.cache(demo._load_grey.__wrapped__))
-    code, _, err = run(capsys, "demo", *TINY)
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    code, _, err = run(capsys, *COMPARE, *TINY, "--out", str(tmp_path))
     assert code == 1
     assert_one_line_error(err, "pip install 'ndwconv[recipes]'")
 
 
 # ---------------------------------------------------------------------------------------
-# demo
+# compare: the main job, in miniature
 # ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """Two tiny demo runs with the same seed: ``(output folder, stdout, stderr)`` of each."""
+    """Two tiny comparisons with the same seed: ``(output folder, stdout, stderr)`` of each."""
     runs = []
     for i in range(2):
-        out = tmp_path_factory.mktemp(f"demo{i}")
+        out = tmp_path_factory.mktemp(f"compare{i}")
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(["demo", *TINY, "--seed", "7", "--out", str(out)])
+            code = main([*COMPARE, *TINY, "--out", str(out)])
         assert code == 0, stderr.getvalue()
         runs.append((out, stdout.getvalue(), stderr.getvalue()))
     return runs
 
 
-def test_demo_writes_results_with_finite_psnrs(tiny_runs):
+def test_compare_scores_held_out_images_with_finite_psnrs(tiny_runs):
     out, _, _ = tiny_runs[0]
-    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no temporary left
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["steps"] == 3
-    assert results["config"]["seed"] == 7
-    assert results["data"]["validation"] == list(demo.VALIDATION_IMAGES)
-    assert not set(results["data"]["train"]) & set(results["data"]["validation"])
-    assert set(results["per_image"]) == set(demo.VALIDATION_IMAGES)
-    for scores in [results["psnr"], *results["per_image"].values()]:
-        assert set(scores) == {"noisy", "plain", "weighted"}
-        assert all(math.isfinite(v) for v in scores.values())
+    assert results["config"]["train"]["steps"] == 3
+    assert results["seeds"] == [0]
+    images = {row["image"] for row in results["per_image"]}
+    assert images == set(data.EMBEDDED_VALIDATION)
+    assert not images & set(data.EMBEDDED_TRAIN)
+    for row in results["per_image"]:
+        assert all(math.isfinite(row[k]) for k in ("psnr", "ssim", "noisy_psnr", "noisy_ssim"))
         # Clipping to [0, 255] can only lower the error, and 512×512 samples pin it down.
-        assert THEORETICAL_NOISY_PSNR - 0.05 < scores["noisy"] < THEORETICAL_NOISY_PSNR + 1.0
-    assert results["weighted_layers"] == demo.DEPTH
+        assert THEORETICAL_NOISY_PSNR - 0.05 < row["noisy_psnr"] < THEORETICAL_NOISY_PSNR + 1.0
+    weighted = next(r for r in results["runs"] if r["method"] == "weighted")
+    assert weighted["weighted_layers"] == 3
+    assert not list(out.rglob("*.tmp"))  # every file was written atomically
 
 
-def test_demo_is_reproducible(tiny_runs):
+def test_compare_is_reproducible(tiny_runs):
     first, second = (json.loads((out / "results.json").read_text()) for out, _, _ in tiny_runs)
-    first.pop("time_s")
-    second.pop("time_s")
+    for results in (first, second):
+        for key in ("wall_seconds", "data_root"):
+            results.pop(key)
+        for run_ in results["runs"]:
+            for key in ("train_seconds", "samples_per_second", "checkpoint"):
+                run_.pop(key)
     assert first == second
 
 
-def test_demo_prints_the_table(tiny_runs):
+def test_compare_prints_the_table(tiny_runs):
     _, out, err = tiny_runs[0]
-    assert "0–255 scale" in out
-    assert "seed 7 · 3 steps" in out
-    for row in ("image", "camera", "astronaut", "mean", "train time"):
-        assert any(line.startswith(row) for line in out.splitlines()), row
-    assert "weighted - plain" in out
-    assert err == ""  # --quiet: no progress bar
+    for row in ("| noisy input |", "| standard |", "| weighted |", "| weighted − standard |"):
+        assert row in out, row
+    assert "One seed only" in out
+    assert "report:" in err and "%|" not in err  # --quiet: no progress bar

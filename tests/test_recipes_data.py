@@ -231,7 +231,6 @@ def test_items_are_pure_functions_of_seed_and_index():
     assert torch.equal(noisy[0], noisy[2]) and torch.equal(noisy[1], forward[0][0])
     assert len(data) == 2 * PATCHES_PER_IMAGE
     assert len(PatchDataset(images, 8, NoiseSpec(1), length=5)) == 5
-    assert torch.equal(data[-1][0], data[len(data) - 1][0])
 
 
 def test_clean_patch_is_the_crop_over_255():
@@ -308,8 +307,20 @@ def test_patch_dataset_errors():
         PatchDataset([gradient_image(), np.zeros((30, 30, 3), np.uint8)], 8, NoiseSpec(25))
     with pytest.raises(ValueError, match="uint8"):
         PatchDataset([gradient_image().astype(np.float32)], 8, NoiseSpec(25))
-    with pytest.raises(IndexError):
-        PatchDataset(images[:1], 8, NoiseSpec(25), length=4)[4]
+    with pytest.raises(IndexError, match="numbered from 0"):
+        PatchDataset(images[:1], 8, NoiseSpec(25), length=4)[-1]
+
+
+def test_patch_dataset_is_an_endless_stream_beyond_its_nominal_length():
+    """The trainer addresses step s's samples as s·B … s·B + B − 1, past any epoch."""
+    short = PatchDataset([gradient_image()], 8, NoiseSpec(25), seed=1, length=4)
+    long = PatchDataset([gradient_image()], 8, NoiseSpec(25), seed=1)
+    assert len(short) == 4
+    for i in (3, 4, 10_000):
+        noisy_a, clean_a = short[i]
+        noisy_b, clean_b = long[i]
+        assert torch.equal(noisy_a, noisy_b) and torch.equal(clean_a, clean_b)
+    assert not torch.equal(short[4][0], short[5][0])
 
 
 def test_patch_dataset_names_the_image_of_a_folder(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,27 @@ def test_twenty_steps_then_resume_equals_forty_straight(tmp_path, data_root, opt
     train_log, _ = tr.read_log(tmp_path / "b" / "metrics.jsonl")
     steps = [r["step"] for r in train_log]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
+
+
+class TerminateAt(StopAt):
+    """A dataset that sends this process SIGTERM at global sample ``limit``."""
+
+    def __getitem__(self, i: int):
+        if i == self.limit:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.dataset[i]
+
+
+def test_sigterm_stops_training_with_a_checkpoint(tmp_path, data_root):
+    cfg = tiny_config(steps=10)
+    task = DenoiseTask(cfg, "standard", data_root)
+    task.dataset = TerminateAt(task.dataset, 6 * cfg["train"]["batch_size"])
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        tr.fit(task, cfg, tmp_path, progress=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert tr.latest_checkpoint(tmp_path).name == "step-00000006.safetensors"
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is restored
 
 
 def test_resume_refuses_a_changed_config_and_a_run_is_not_overwritten(tmp_path, data_root):
