@@ -151,9 +151,12 @@ def _compare(args: argparse.Namespace) -> int:
     from .denoise import compare, format_table, verdict
 
     config = _config(args, [])
-    seeds = args.seeds if args.seeds is not None else int(config.get("compare", {}).get("seeds", 1))
-    if seeds < 1:
-        raise ValueError(f"--seeds must be ≥ 1, got {seeds}")
+    if args.seeds is not None:
+        seeds, source = args.seeds, "--seeds"
+    else:
+        seeds, source = config.get("compare", {}).get("seeds", 1), "compare.seeds"
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"{source} must be an integer ≥ 1, got {seeds!r}")
     out = Path(args.out or f"runs/compare-{args.task}-{config['name']}")
     results = compare(
         config, range(seeds), out, args.data, resume=args.resume, progress=not args.quiet

@@ -56,7 +56,7 @@ from . import data as data_mod
 from . import metrics
 from .config import check_section
 from .models import build_model, odd_kernel_convs
-from .train import _atomic_write, _write_json, fit, load_checkpoint, resolve_device
+from .train import _atomic_write, _write_json, fit, load_checkpoint, resolve_device, validate
 
 __all__ = [
     "METHODS",
@@ -143,6 +143,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
         noise["validation_sigma"] = spec.sigma
     evals = {**EVAL_DEFAULTS, **check_section(config, "eval", EVAL_SCHEMA)}
+    for key in ("tile", "overlap", "seed", "curve_images"):
+        if evals[key] < 0:
+            raise ValueError(f"eval.{key} must be ≥ 0, got {evals[key]}")
     if evals["tile"] and evals["tile"] <= evals["overlap"]:
         raise ValueError(f"eval.tile ({evals['tile']}) must exceed eval.overlap")
     weighted = {"density": "default", **check_section(config, "weighted", WEIGHTED_SCHEMA)}
@@ -230,8 +233,12 @@ class DenoiseTask:
         )
         return metrics.to_uint8_scale(out)
 
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        limit = self.config["eval"]["curve_images"] or None
+    def evaluate(
+        self, model: nn.Module, device: torch.device, final: bool = True
+    ) -> dict[str, float]:
+        """Mean validation PSNR; during training (``final`` false) of the first
+        ``eval.curve_images`` images only."""
+        limit = None if final else (self.config["eval"]["curve_images"] or None)
         rows = self.evaluate_images(model, device, limit=limit, with_ssim=False)
         return {"psnr": statistics.fmean(r["psnr"] for r in rows)}
 
@@ -476,6 +483,7 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 
 def verdict(results: Mapping[str, Any]) -> str:
+    """One paragraph: the mean paired difference against the seed-to-seed spread."""
     s = results["summary"]
     diffs = s["difference"]["psnr_per_seed"]
     if len(diffs) < 2:
@@ -483,22 +491,38 @@ def verdict(results: Mapping[str, Any]) -> str:
             "One seed only: there is no seed spread to compare the difference with; run "
             "with `--seeds 3` or more before drawing a conclusion."
         )
-    spread = max(s["standard"]["psnr_std"], s["weighted"]["psnr_std"])
-    mean = s["difference"]["psnr"]
+    mean, paired = s["difference"]["psnr"], s["difference"]["psnr_std"]
+    spreads = (s["standard"]["psnr_std"], s["weighted"]["psnr_std"])
     wins = sum(d > 0 for d in diffs)
-    larger = abs(mean) > spread
+    above_methods = abs(mean) > max(spreads)
+    above_paired = abs(mean) > paired
+    if above_methods and above_paired:
+        conclusion = "larger than the seed spread, by either measure"
+    elif above_paired:
+        conclusion = (
+            "larger than the spread of the paired differences but not than the seed spread "
+            "of each method"
+        )
+    elif above_methods:
+        conclusion = (
+            "larger than each method's seed spread but not than the spread of the paired "
+            "differences"
+        )
+    else:
+        conclusion = "not larger than the seed spread"
     return (
         f"Weighted − standard PSNR: {mean:+.3f} dB (per seed: "
         f"{', '.join(f'{d:+.3f}' for d in diffs)}; weighted better in {wins} of {len(diffs)}). "
-        f"The seed spread (largest per-method standard deviation) is {spread:.3f} dB, so the "
-        f"mean difference is {'larger' if larger else 'not larger'} than the seed spread."
+        f"Seed spread (sample standard deviation over {len(diffs)} seeds): "
+        f"{spreads[0]:.3f} dB standard, {spreads[1]:.3f} dB weighted, {paired:.3f} dB for the "
+        f"paired difference. The mean difference is {conclusion}."
     )
 
 
 def report_markdown(results: Mapping[str, Any]) -> str:
     """The Markdown report of a comparison."""
     cfg = results["config"]
-    train = cfg.get("train", {})
+    train = validate(cfg)["train"]
     runs = results["runs"]
     lines = [
         f"# Denoising: standard vs weighted convolution ({cfg.get('name', '?')})",
@@ -553,13 +577,10 @@ def _figure(
     results: Mapping[str, Any], crops: Mapping[str, np.ndarray], image: str | None, png: Path
 ) -> Path | None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
     except ImportError:
         return None
-    fig = plt.figure(figsize=(14, 4.2))
+    fig = Figure(figsize=(14, 4.2))
     grid = fig.add_gridspec(1, 5, width_ratios=[1.6, 1, 1, 1, 1])
     ax = fig.add_subplot(grid[0, 0])
     colours = {"standard": "tab:blue", "weighted": "tab:orange"}
@@ -597,5 +618,4 @@ def _figure(
         )
     fig.tight_layout()
     _atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
     return png

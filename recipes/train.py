@@ -38,7 +38,7 @@ Example:
     ...     dataset = [(torch.full((1,), i / 64), torch.full((1,), i / 32)) for i in range(64)]
     ...     def build_model(self):
     ...         return nn.Linear(1, 1)
-    ...     def evaluate(self, model, device):
+    ...     def evaluate(self, model, device, final=True):
     ...         return {"slope": float(model.weight)}
     ...     def describe(self):
     ...         return {}
@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -180,8 +181,13 @@ class Task(Protocol):
     def build_model(self) -> nn.Module:
         """A fresh model; called under the run's seed, so its initial weights are fixed."""
 
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Scalar validation metrics of ``model`` (in eval mode, gradients off)."""
+    def evaluate(
+        self, model: nn.Module, device: torch.device, final: bool = True
+    ) -> dict[str, float]:
+        """Scalar validation metrics of ``model`` (in eval mode, gradients off).
+
+        ``final`` is false for the evaluations during training, which may use a subset.
+        """
 
     def describe(self) -> dict[str, Any]:
         """A JSON-safe description (model arguments, data, …) for the checkpoint sidecar."""
@@ -248,13 +254,24 @@ def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if optim["weight_decay"] < 0:
         raise ValueError(f"optim.weight_decay must be ≥ 0, got {optim['weight_decay']}")
     if "betas" in optim and (
-        len(optim["betas"]) != 2 or not all(0 <= float(b) < 1 for b in optim["betas"])
+        len(optim["betas"]) != 2
+        or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+            for b in optim["betas"]
+        )
     ):
         raise ValueError(f"optim.betas must be two numbers in [0, 1), got {optim['betas']}")
     if optim["name"] != "sgd" and ("momentum" in optim or "nesterov" in optim):
         raise ValueError("optim.momentum and optim.nesterov apply to optim.name = 'sgd' only")
     if optim["name"] == "sgd" and "betas" in optim:
         raise ValueError("optim.betas applies to adam and adamw, not sgd")
+    for key, low in (("eps", 0.0), ("momentum", 0.0), ("density_lr", 0.0)):
+        if key in optim and not (optim[key] >= low and math.isfinite(optim[key])):
+            raise ValueError(f"optim.{key} must be a finite number ≥ {low:g}, got {optim[key]}")
+    if not (schedule["min_lr"] >= 0 and math.isfinite(schedule["min_lr"])):
+        raise ValueError(f"schedule.min_lr must be ≥ 0, got {schedule['min_lr']}")
+    if not (schedule["gamma"] > 0 and math.isfinite(schedule["gamma"])):
+        raise ValueError(f"schedule.gamma must be a positive number, got {schedule['gamma']}")
     schedule["name"] = schedule["name"].lower()
     if schedule["name"] not in SCHEDULES:
         raise ValueError(
@@ -518,16 +535,28 @@ def _prune(folder: Path, keep: int) -> None:
 
 
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Trainer settings that differ and change the result (defaults filled in on both)."""
     diffs = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section), new.get(section)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            for key in sorted(set(a) | set(b)):
-                if a.get(key) != b.get(key) and (section, key) not in _RESUMABLE:
-                    diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
-        elif a != b and section not in ("source", "name", "description"):
-            diffs.append(f"{section}: {a!r} → {b!r}")
+    for section in ("train", "optim", "schedule"):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key) and (section, key) not in _RESUMABLE:
+                diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
     return diffs
+
+
+def _description_differences(
+    sidecar: Mapping[str, Any], task: str, description: Mapping[str, Any]
+) -> list[str]:
+    """What differs in the task's own description (method, model, data, noise, …)."""
+    if sidecar.get("task") != task:
+        return [f"task: {sidecar.get('task')!r} → {task!r}"]
+    old = sidecar.get("description", {})
+    return [
+        f"{key}: {old.get(key)!r} → {description.get(key)!r}"
+        for key in sorted(set(old) | set(description))
+        if old.get(key) != description.get(key)
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -550,6 +579,14 @@ class _Dist:
         if self.world > 1:
             dist.barrier()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is set on any rank (so that every rank stops at one step)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
     def mean(self, value: float, device: torch.device) -> float:
         if self.world == 1:
             return value
@@ -564,7 +601,9 @@ def _distribution(device_name: str) -> tuple[_Dist, str]:
     if world <= 1:
         return _Dist(), device_name
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    use_cuda = torch.cuda.is_available() and (
+        device_name == "auto" or device_name.startswith("cuda")
+    )
     if use_cuda:
         device_name = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
@@ -585,6 +624,11 @@ def _collate(items: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return torch.stack(inputs), torch.stack(targets)
 
 
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of the global RNG for one rank's training step (dropout and the like)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def fit(
     task: Task,
     config: Mapping[str, Any],
@@ -596,13 +640,21 @@ def fit(
 ) -> TrainResult:
     """Train ``task``'s model as ``config`` says, writing everything under ``out_dir``.
 
+    The result depends only on the configuration (and, through floating-point
+    reassociation, on the number of processes and threads): the model is built under
+    ``train.seed``, and every training step reseeds the global RNG from the seed, the rank
+    and the step, inside a fork of the caller's RNG state, which is left untouched.
+
+    Ctrl-C and SIGTERM stop training at the end of the current step, write a checkpoint
+    and then raise ``KeyboardInterrupt`` or ``SystemExit(128 + signal)``.
+
     Args:
         task: the model, data and evaluation (see ``Task``).
         config: a recipe configuration; its ``train``/``optim``/``schedule`` tables are
             read here (see ``validate`` for keys and defaults).
         out_dir: output folder (created): ``checkpoints/``, ``metrics.jsonl``, ``curves.png``.
         resume: continue from the newest checkpoint in ``out_dir`` (an error if there is
-            none, or if its configuration differs in anything that changes the result).
+            none, or if its task, data, model or training settings differ).
         progress: show a progress bar (rank 0 only).
         description: the progress bar's label.
 
@@ -610,40 +662,63 @@ def fit(
         A ``TrainResult``.
     """
     cfg = validate(config)
-    train, optim = cfg["train"], cfg["optim"]
+    train = cfg["train"]
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
     ctx, device_name = _distribution(train["device"])
     device = resolve_device(device_name)
     if train["threads"]:
         torch.set_num_threads(train["threads"])
-    steps, batch = train["steps"], train["batch_size"]
-    step_indices(0, batch, 0, ctx.world)  # checks divisibility before any work
-
-    with torch.random.fork_rng(devices=[]):
+    step_indices(0, train["batch_size"], 0, ctx.world)  # checks divisibility before any work
+    cuda = device.type == "cuda"
+    devices = []
+    if cuda:
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train["seed"])
         model = task.build_model()
-    model.to(device)
+        return _fit(task, cfg, config, model, out, ctx, device, resume, progress, description)
+
+
+def _fit(
+    task: Task,
+    cfg: dict[str, dict[str, Any]],
+    config: Mapping[str, Any],
+    model: nn.Module,
+    out: Path,
+    ctx: _Dist,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    description: str,
+) -> TrainResult:
+    train = cfg["train"]
+    steps, batch, seed = train["steps"], train["batch_size"], train["seed"]
+    ckpt_dir = out / "checkpoints"
     cuda = device.type == "cuda"
-    if cuda and train["channels_last"]:
+    model.to(device)
+    # channels-last only for image batches (N, C, H, W): 3-D convolutions refuse it
+    channels_last = cuda and train["channels_last"] and task.dataset[0][0].ndim == 3
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     if cuda and ctx.world > 1 and train["sync_bn"]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = _optimizer(model, optim)
+    optimizer = _optimizer(model, cfg["optim"])
     scheduler = _scheduler(optimizer, cfg["schedule"], steps)
-    run_config = {k: v for k, v in config.items() if k not in ("source",)}
+    run_config = {k: v for k, v in config.items() if k != "source"}
     run_config.update(cfg)
+    describe = json.loads(json.dumps(task.describe()))
 
-    start, history = 0, []
+    start, history, totals = 0, [], {"train_seconds": 0.0, "samples": 0}
     if resume:
         found = latest_checkpoint(out)
         if found is None:
             raise FileNotFoundError(f"resume: no checkpoint in {str(ckpt_dir)!r}")
         tensors, sidecar = load_checkpoint(found)
         diffs = _config_differences(sidecar["config"], run_config)
+        diffs += _description_differences(sidecar, task.name, describe)
         if diffs:
             raise ValueError(
-                f"resume: the configuration differs from the checkpoint's ({found.name}): "
+                f"resume: the run differs from the checkpoint's ({found.name}) in: "
                 + "; ".join(diffs)
             )
         model.load_state_dict(
@@ -651,16 +726,12 @@ def fit(
         )
         optimizer.load_state_dict(_optimizer_state(tensors, sidecar["optimizer"]))
         scheduler.load_state_dict(sidecar["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if cuda:
-            cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-            if cuda_states:
-                torch.cuda.set_rng_state_all(cuda_states)
         start, history = int(sidecar["step"]), list(sidecar.get("history", []))
-    elif ctx.main and latest_checkpoint(out) is not None:
+        totals = {k: sidecar.get("totals", {}).get(k, v) for k, v in totals.items()}
+    elif latest_checkpoint(out) is not None:  # every rank sees it: none waits for rank 0
         raise FileExistsError(
-            f"{str(out)!r} already holds a run; pass resume to continue it or choose "
-            "another output folder"
+            f"{str(out)!r} already holds a run: resume it (--resume, or resume=True) or "
+            "choose another output folder"
         )
 
     if ctx.main:
@@ -678,9 +749,9 @@ def fit(
         num_workers=train["workers"],
         collate_fn=_collate,
         pin_memory=cuda,
+        generator=torch.Generator().manual_seed(seed),  # not drawn from the global RNG
     )
     amp = cuda and train["amp"] and torch.cuda.is_bf16_supported()
-    describe = task.describe()
 
     def checkpoint(step: int) -> Path | None:
         if not ctx.main:
@@ -692,18 +763,20 @@ def fit(
             "description": describe,
             "scheduler": _scheduler_state(scheduler),
             "history": history,
+            "totals": totals,
         }
         path = ckpt_dir / f"step-{step:08d}.safetensors"
         save_checkpoint(path, model, meta, optimizer)
         _prune(ckpt_dir, train["keep_checkpoints"])
         return path
 
-    def evaluate(step: int) -> dict[str, float]:
+    def evaluate(step: int, final: bool) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if ctx.main:
             model.eval()
             with torch.no_grad():
-                metrics = {k: float(v) for k, v in task.evaluate(model, device).items()}
+                scores = task.evaluate(model, device, final=final)
+            metrics = {k: float(v) for k, v in scores.items()}
             model.train()
             history.append({"step": step, **metrics})
             _append_log(out / "metrics.jsonl", {"step": step, "eval": metrics})
@@ -711,9 +784,8 @@ def fit(
         return metrics
 
     model.train()
-    restore_sigterm = _exit_on_sigterm()
-    step, seen, train_time = start, 0, 0.0
-    last_saved = start if resume else -1
+    stop = _StopRequest()
+    step, last_saved, consistent = start, (start if resume else -1), True
     bar = tqdm(
         total=steps,
         initial=start,
@@ -724,11 +796,12 @@ def fit(
     )
     try:
         tic = time.perf_counter()
-        window_loss, window_n, window_tic, window_seen = 0.0, 0, tic, 0
+        window_loss, window_n, window_time, window_seen = 0.0, 0, 0.0, 0
         for inputs, targets in loader:
+            torch.manual_seed(_step_seed(seed, ctx.rank, step))
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            if cuda and train["channels_last"] and inputs.ndim == 4:
+            if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 output = net(inputs)
@@ -737,68 +810,73 @@ def fit(
             loss.backward()
             if train["grad_clip"] > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            consistent = False  # the model is one step ahead of the counters until …
             optimizer.step()
             scheduler.step()
             step += 1
-            seen += batch
-            window_seen += batch
+            consistent = True  # … here
             window_loss += float(loss.detach())
             window_n += 1
+            window_seen += batch
+            now = time.perf_counter()
+            window_time += now - tic
+            totals["train_seconds"] += now - tic
+            totals["samples"] += batch
             if train["log_every"] and (step % train["log_every"] == 0 or step == steps):
-                now = time.perf_counter()
-                rate = window_seen / max(now - window_tic, 1e-9)
+                rate = window_seen / max(window_time, 1e-9)
                 mean_loss = ctx.mean(window_loss / window_n, device)
-                record = {
-                    "step": step,
-                    "loss": mean_loss,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "samples_per_s": rate,
-                }
+                record = {"step": step, "loss": mean_loss, "lr": lr, "samples_per_s": rate}
                 if ctx.main:
                     _append_log(out / "metrics.jsonl", record)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", samples_s=f"{rate:.0f}")
-                window_loss, window_n, window_tic, window_seen = 0.0, 0, now, 0
+                window_loss, window_n, window_time, window_seen = 0.0, 0, 0.0, 0
             bar.update(1)
-            eval_due = train["eval_every"] and step % train["eval_every"] == 0 and step < steps
-            if eval_due:
-                train_time += time.perf_counter() - tic
-                evaluate(step)
-                tic = time.perf_counter()
+            if train["eval_every"] and step % train["eval_every"] == 0 and step < steps:
+                evaluate(step, final=False)
             if train["checkpoint_every"] and step % train["checkpoint_every"] == 0:
-                train_time += time.perf_counter() - tic
                 checkpoint(step)
                 last_saved = step
-                tic = time.perf_counter()
-        train_time += time.perf_counter() - tic
+            if ctx.any(stop.signum is not None, device):
+                break
+            tic = time.perf_counter()
     finally:
-        restore_sigterm()
+        stop.restore()
         bar.close()
-        if step != last_saved and step > start:
-            checkpoint(step)  # on exit, also when interrupted, terminated or failing
+        if step != last_saved and step > start and consistent:
+            checkpoint(step)  # on exit: finished, interrupted or failed between steps
             last_saved = step
-    metrics = evaluate(step) if not (history and history[-1]["step"] == step) else history[-1]
-    metrics = {k: v for k, v in metrics.items() if k != "step"}
+    if stop.signum is not None:
+        if ctx.owned:
+            dist.destroy_process_group()
+        if stop.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + stop.signum)
+    resumed_finished = bool(history) and history[-1]["step"] == step and step == start
+    metrics = dict(history[-1]) if resumed_finished else evaluate(step, final=True)
+    metrics.pop("step", None)
     final = None
     if ctx.main:
         final = latest_checkpoint(out)
-        if history and history[-1]["step"] == step:
-            # the sidecar of the final checkpoint records the final evaluation too
-            _, sidecar = load_checkpoint(final)
-            if sidecar.get("history") != history:
-                sidecar["history"] = history
-                _write_json(final.with_suffix(".json"), sidecar)
+        # the sidecar of the final checkpoint records the final evaluation too
+        final_sidecar = final.with_suffix(".json")
+        sidecar = json.loads(final_sidecar.read_text("utf-8"))
+        if sidecar.get("history") != history:
+            sidecar["history"] = history
+            _write_json(final_sidecar, sidecar)
         plot_curves(out / "metrics.jsonl", out / "curves.png")
     model.eval()
     if ctx.owned:
         dist.destroy_process_group()
+    seconds = totals["train_seconds"]
     return TrainResult(
         model=model,
         out_dir=out,
         step=step,
         metrics=metrics,
         history=history,
-        train_seconds=train_time,
-        samples_per_second=seen / train_time if train_time > 0 else 0.0,
+        train_seconds=seconds,
+        samples_per_second=totals["samples"] / seconds if seconds > 0 else 0.0,
         checkpoint=final,
     )
 
@@ -812,20 +890,30 @@ def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[st
     return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
 
 
-def _exit_on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM (a scheduler's or ``kill``'s stop) unwind like Ctrl-C, saving a checkpoint.
+class _StopRequest:
+    """Turn Ctrl-C and SIGTERM into a request to stop after the current training step.
 
-    Returns the function that restores the previous handler. Outside the main thread,
-    where handlers cannot be installed, nothing changes.
+    A second signal of either kind stops at once (``KeyboardInterrupt``); the checkpoint
+    on exit is then skipped if the step was half done. Outside the main thread, where
+    handlers cannot be installed, signals keep their usual effect.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
 
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 def _append_log(path: Path, record: Mapping[str, Any]) -> None:
@@ -837,12 +925,21 @@ def _truncate_log(path: Path, step: int) -> None:
     """Keep only the log records up to ``step`` (a resumed run rewrites what follows)."""
     if not path.exists():
         return
-    keep = [
-        line
-        for line in path.read_text("utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+    keep = [json.dumps(r) for r in _log_records(path) if r.get("step", 0) <= step]
     _write_json_lines(path, keep)
+
+
+def _log_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, skipping a line torn by a killed process."""
+    records = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _write_json_lines(path: Path, lines: Sequence[str]) -> None:
@@ -852,13 +949,11 @@ def _write_json_lines(path: Path, lines: Sequence[str]) -> None:
 def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(training records, evaluation records)`` of a ``metrics.jsonl`` file."""
     train, evals = [], []
-    for line in Path(path).read_text("utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if "eval" in record:
-                evals.append({"step": record["step"], **record["eval"]})
-            else:
-                train.append(record)
+    for record in _log_records(Path(path)):
+        if "eval" in record:
+            evals.append({"step": record["step"], **record["eval"]})
+        else:
+            train.append(record)
     return train, evals
 
 
@@ -870,17 +965,15 @@ def plot_curves(log: str | Path, png: str | Path) -> Path | None:
         or there is nothing to plot.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
     except ImportError:
         return None
     train, evals = read_log(log)
     if not train and not evals:
         return None
     keys = sorted({k for e in evals for k in e if k != "step"})
-    fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 3), squeeze=False)
+    fig = Figure(figsize=(4 * (1 + len(keys)), 3))
+    axes = fig.subplots(1, 1 + len(keys), squeeze=False)
     ax = axes[0, 0]
     ax.plot([r["step"] for r in train], [r["loss"] for r in train])
     ax.set(xlabel="step", ylabel="training loss", title="loss")
@@ -891,5 +984,4 @@ def plot_curves(log: str | Path, png: str | Path) -> Path | None:
     fig.tight_layout()
     png = Path(png)
     _atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
     return png

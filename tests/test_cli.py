@@ -170,7 +170,7 @@ def test_density_that_does_not_fit_the_kernel_is_a_one_line_error(capsys, tmp_pa
         (["--device", "tpu"], "train.device 'tpu' is not a device name"),
         (["--set", "data.patch_size=2000"], "patch_size"),
         (["--set", "noise.sigma=-5"], "sigma"),
-        (["--seeds", "0"], "--seeds must be ≥ 1"),
+        (["--seeds", "0"], "--seeds must be an integer ≥ 1"),
         (["--set", "train.batch_size=0"], "train.batch_size must be ≥ 1"),
     ],
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 pytest.importorskip("safetensors")
 pytest.importorskip("skimage")
@@ -40,6 +41,15 @@ from ndwconv.recipes.denoise import (  # noqa: E402
 
 STEPS = 40
 HALF = 20
+# a model that draws from the global RNG while training
+NAFNET_DROPOUT = {
+    "name": "nafnet",
+    "width": 4,
+    "enc_blocks": [1],
+    "middle_blocks": 1,
+    "dec_blocks": [1],
+    "dropout": 0.3,
+}
 
 
 def tiny_config(**train: object) -> dict:
@@ -188,8 +198,9 @@ class StopAt:
             "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
             "schedule": {"name": "multistep", "milestones": [30], "gamma": 0.5},
         },
+        {"model": NAFNET_DROPOUT},
     ],
-    ids=["adam-cosine", "sgd-multistep"],
+    ids=["adam-cosine", "sgd-multistep", "nafnet-dropout"],
 )
 def test_twenty_steps_then_resume_equals_forty_straight(tmp_path, data_root, options):
     cfg = {**tiny_config(), **options}
@@ -238,13 +249,65 @@ def test_sigterm_stops_training_with_a_checkpoint(tmp_path, data_root):
     with pytest.raises(SystemExit) as stopped:
         tr.fit(task, cfg, tmp_path, progress=False)
     assert stopped.value.code == 128 + signal.SIGTERM
-    assert tr.latest_checkpoint(tmp_path).name == "step-00000006.safetensors"
+    # the signal came while the 7th step's samples were read: that step is finished first
+    assert tr.latest_checkpoint(tmp_path).name == "step-00000007.safetensors"
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler is restored
+
+
+def test_a_signal_mid_step_stops_after_the_step_and_resumes_exactly(tmp_path, data_root):
+    cfg = tiny_config(steps=10)
+    straight = tr.fit(DenoiseTask(cfg, "weighted", data_root), cfg, tmp_path / "a", progress=False)
+    updates = []
+
+    def terminate_after_sixth_update(optimizer, args, kwargs):
+        updates.append(1)
+        if len(updates) == 6:  # between optimizer.step() and the step counter
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    hook = register_optimizer_step_post_hook(terminate_after_sixth_update)
+    try:
+        with pytest.raises(SystemExit):
+            tr.fit(DenoiseTask(cfg, "weighted", data_root), cfg, tmp_path / "b", progress=False)
+    finally:
+        hook.remove()
+    assert tr.latest_checkpoint(tmp_path / "b").name == "step-00000006.safetensors"
+    resumed = tr.fit(
+        DenoiseTask(cfg, "weighted", data_root), cfg, tmp_path / "b", resume=True, progress=False
+    )
+    a, b = state(straight.model), state(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_ignores_and_keeps_the_callers_global_rng(tmp_path, data_root):
+    cfg = {**tiny_config(steps=6), "model": NAFNET_DROPOUT}
+    results = []
+    for i, prior in enumerate((1, 2)):
+        torch.manual_seed(prior)
+        before = torch.get_rng_state()
+        task = DenoiseTask(cfg, "weighted", data_root)
+        results.append(tr.fit(task, cfg, tmp_path / str(i), progress=False))
+        assert torch.equal(torch.get_rng_state(), before)
+    a, b = state(results[0].model), state(results[1].model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_torn_log_line_does_not_block_resume(tmp_path, data_root):
+    cfg = tiny_config(steps=6, checkpoint_every=3)
+    task = DenoiseTask(cfg, "standard", data_root)
+    task.dataset = StopAt(task.dataset, 4 * cfg["train"]["batch_size"])
+    with pytest.raises(Interrupted):
+        tr.fit(task, cfg, tmp_path, progress=False)
+    with (tmp_path / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')  # a process killed while writing
+    resumed = tr.fit(DenoiseTask(cfg, "standard", data_root), cfg, tmp_path, resume=True)
+    assert resumed.step == 6
+    train_log, _ = tr.read_log(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in train_log] == [5, 6]
 
 
 def test_resume_refuses_a_changed_config_and_a_run_is_not_overwritten(tmp_path, data_root):
     cfg = tiny_config(steps=4)
-    tr.fit(DenoiseTask(cfg, "standard", data_root), cfg, tmp_path, progress=False)
+    first = tr.fit(DenoiseTask(cfg, "standard", data_root), cfg, tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         tr.fit(DenoiseTask(cfg, "standard", data_root), cfg, tmp_path, progress=False)
     changed = apply_overrides(cfg, ["optim.lr=0.01"])
@@ -253,9 +316,15 @@ def test_resume_refuses_a_changed_config_and_a_run_is_not_overwritten(tmp_path, 
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         tr.fit(DenoiseTask(cfg, "standard", data_root), cfg, tmp_path / "new", resume=True)
     # only logging settings may change on resume; a finished run is just re-evaluated
-    relog = apply_overrides(cfg, ["train.log_every=1"])
+    relog = apply_overrides(cfg, ["train.log_every=1", "compare.seeds=5", "eval.curve_images=1"])
     again = tr.fit(DenoiseTask(relog, "standard", data_root), relog, tmp_path, resume=True)
-    assert again.step == 4 and again.samples_per_second == 0  # no step was trained
+    assert again.step == 4
+    assert again.train_seconds == first.train_seconds  # totals over the run, none added
+    with pytest.raises(ValueError, match="method: 'standard' → 'weighted'"):
+        tr.fit(DenoiseTask(cfg, "weighted", data_root), cfg, tmp_path, resume=True)
+    with pytest.raises(ValueError, match="model"):
+        wider = apply_overrides(cfg, ["model.width=16"])
+        tr.fit(DenoiseTask(wider, "standard", data_root), wider, tmp_path, resume=True)
 
 
 def test_checkpoint_files_load_without_code_and_rebuild_the_denoiser(tmp_path, data_root):
