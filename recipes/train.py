@@ -33,9 +33,13 @@ training reproducible without any sampler state.
 Example:
     >>> import torch
     >>> from torch import nn
+    >>> class Samples:  # sample i, a pure function of i: (x, 2x)
+    ...     def __getitem__(self, i):
+    ...         x = torch.full((1,), (i % 64) / 64)
+    ...         return x, 2 * x
     >>> class Line:  # a task: learn y = 2x
     ...     name = "line"
-    ...     dataset = [(torch.full((1,), i / 64), torch.full((1,), i / 32)) for i in range(64)]
+    ...     dataset = Samples()
     ...     def build_model(self):
     ...         return nn.Linear(1, 1)
     ...     def evaluate(self, model, device, final=True):
