@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ndwconv",
         description="N-dimensional weighted convolution for PyTorch: conv(x, W ⊙ Φ).",
-        epilog="examples:\n  ndwconv info\n  ndwconv demo --steps 200\n  ndwconv COMMAND --help",
+        epilog="examples:\n  ndwconv info\n  ndwconv compare denoise --config quick\n"
+        "  ndwconv COMMAND --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         _register_safely(subparsers, name, register)
     for sub in subparsers.choices.values():
-        # ``ndwconv demo --debug`` works as well as ``ndwconv --debug demo``; SUPPRESS keeps
+        # ``ndwconv info --debug`` works as well as ``ndwconv --debug info``; SUPPRESS keeps
         # the global value when the flag is not repeated after the command.
         try:
             sub.add_argument(

@@ -24,8 +24,10 @@ __all__ = ["compare_command", "train_command"]
 TASKS = ("denoise",)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=TASKS, help="the recipe")
+def _common(parser: argparse.ArgumentParser, out_default: str) -> None:
+    parser.add_argument(
+        "task", nargs="?", choices=TASKS, help="the recipe (required unless --list-configs)"
+    )
     parser.add_argument(
         "--config",
         default="quick",
@@ -35,9 +37,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--list-configs", action="store_true", help="list the built-in configurations and exit"
     )
     parser.add_argument(
-        "--data", metavar="ROOT", help="folder holding the configuration's data folders"
+        "--data",
+        metavar="ROOT",
+        help="folder holding the configuration's relative data folders (e.g. Train400/ and "
+        "BSD68/); required by every built-in configuration but quick, which uses images "
+        "bundled with scikit-image",
     )
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/…)")
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -46,8 +52,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a configuration value, e.g. --set train.steps=200 (repeatable)",
     )
-    parser.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
-    parser.add_argument("--device", help="shorthand for --set train.device=D (auto, cpu, cuda)")
+    parser.add_argument("--steps", type=int, metavar="N", help="shorthand for --set train.steps=N")
+    parser.add_argument(
+        "--device",
+        help="shorthand for --set train.device=D: auto (default), cpu, cuda or cuda:N; under "
+        "torchrun each process takes cuda:LOCAL_RANK when CUDA is used",
+    )
     parser.add_argument(
         "--density",
         metavar="SPEC",
@@ -65,10 +75,11 @@ def train_command(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train one model of a recipe (also under torchrun)",
         description="Train one model of a recipe: checkpoints, metrics.jsonl and curves.png "
-        "go to the output folder. Runs distributed under torchrun --nproc_per_node N.",
+        "go to the output folder. Runs distributed under torchrun --nproc_per_node N, where "
+        "train.batch_size (the global batch) must be divisible by N.",
         epilog="example: ndwconv train denoise --config quick --method weighted --steps 200",
     )
-    _common(parser)
+    _common(parser, "runs/TASK-CONFIG-METHOD")
     parser.add_argument(
         "--method",
         choices=("standard", "weighted"),
@@ -76,7 +87,7 @@ def train_command(subparsers: argparse._SubParsersAction) -> None:
         help="plain convolutions, or made weighted with [weighted] density (default: weighted)",
     )
     parser.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
-    parser.set_defaults(func=_train)
+    parser.set_defaults(func=_train, command="train")
 
 
 def compare_command(subparsers: argparse._SubParsersAction) -> None:
@@ -86,14 +97,19 @@ def compare_command(subparsers: argparse._SubParsersAction) -> None:
         help="standard vs weighted: same initial weights, data and budget, several seeds",
         description="Train the standard and the weighted model of a recipe from the same "
         "initial weights, on the same samples, for the same budget, for each seed; write "
-        "report.md, figure.png, per_image.csv and results.json, and print the table.",
+        "report.md, figure.png, per_image.csv and results.json, and print the table. "
+        "Runs in one process (not under torchrun).",
         epilog="example: ndwconv compare denoise --config quick --seeds 2",
     )
-    _common(parser)
+    _common(parser, "runs/compare-TASK-CONFIG")
     parser.add_argument(
-        "--seeds", type=int, metavar="N", help="seeds 0 … N−1 (default: the config's compare.seeds)"
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train with seeds 0 … N−1 (default: the config's compare.seeds); the comparison "
+        "sets train.seed itself",
     )
-    parser.set_defaults(func=_compare)
+    parser.set_defaults(func=_compare, command="compare")
 
 
 def _list_configs() -> int:
@@ -117,9 +133,18 @@ def _config(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     return load_config(args.config, [*overrides, *extra])
 
 
+def _task(args: argparse.Namespace) -> None:
+    if args.task is None:
+        raise ValueError(
+            f"name the task ({', '.join(TASKS)}), e.g. `ndwconv {args.command} "
+            "denoise --config quick`"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs()
+    _task(args)
     from .denoise import DenoiseTask
     from .train import fit
 
@@ -144,6 +169,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs()
+    _task(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
             "compare runs in one process; under torchrun use `ndwconv train` for each method"

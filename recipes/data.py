@@ -6,7 +6,7 @@ Two kinds of image source share one interface, a sequence of ``uint8`` arrays of
 * ``ImageFolder``: a folder of image files, the layout of DIV2K's ``DIV2K_train_HR`` /
   ``DIV2K_valid_HR`` and of the Train400 / BSD68 denoising sets;
 * ``EmbeddedImages``: the sample photographs that ship inside scikit-image (nothing is
-  downloaded), the data of ``ndwconv demo``.
+  downloaded), the data of ``ndwconv compare denoise --config quick``.
 
 Training data are random patches with additive white Gaussian noise (``PatchDataset``);
 validation data are whole images with noise fixed by the image's name
@@ -83,7 +83,7 @@ EMBEDDED_TRAIN = (
     "rocket",
     "text",
 )
-"""``skimage.data`` images of the embedded training set (the demo's training images)."""
+"""``skimage.data`` images of the embedded training set (used by the quick configuration)."""
 
 EMBEDDED_VALIDATION = ("camera", "astronaut")
 """Held-out ``skimage.data`` images of the embedded validation set (512×512 each)."""
@@ -110,8 +110,9 @@ def load_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
 
     Conversions: colour → grey with ITU-R BT.601 luma (Pillow's ``"L"`` mode,
     ``L = R·299/1000 + G·587/1000 + B·114/1000`` rounded); grey → colour by replicating
-    the grey channel; alpha is dropped; palette images are expanded. 16-bit images are
-    scaled to 8 bits as ``round(v · 255 / 65535)`` (Pillow mode ``"I"``, 32-bit integers,
+    the grey channel; alpha is dropped; palette images are expanded. 16-bit grey images
+    are scaled to 8 bits as ``round(v · 255 / 65535)``; Pillow opens 16-bit RGB files as
+    8-bit RGB itself, keeping the high byte of each value (Pillow mode ``"I"``, 32-bit integers,
     is read the same way when its values lie in [0, 65535], as older Pillow versions
     open 16-bit PNGs in it). Floating-point images are refused: their scale is unknown.
     Multi-frame files give their first frame; EXIF orientation is not applied (the
@@ -325,9 +326,8 @@ class EmbeddedImages(_LazyImages):
 
     ``"train"`` is ``EMBEDDED_TRAIN``, ``"validation"`` is ``EMBEDDED_VALIDATION``;
     nothing is downloaded. Colour images become grey with the same BT.601 luma as
-    ``load_image`` (note: ``ndwconv demo`` itself uses scikit-image's BT.709
-    ``rgb2gray``, so its grey versions of the colour images differ slightly); grey
-    images are replicated for ``channels=3``. Images are kept (read-only) once decoded.
+    ``load_image``; grey images are replicated for ``channels=3``. Images are kept
+    (read-only) once decoded.
 
     Args:
         split: ``"train"`` or ``"validation"``.

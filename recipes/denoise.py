@@ -4,7 +4,8 @@ The experiment of Cammarasana & Patanè (2025) on additive white Gaussian noise:
 denoiser built from plain convolutions (``[model]``: DnCNN or NAFNet from
 ``ndwconv.recipes.models``) is trained as is (*standard*) and with its convolutions made
 weighted by ``ndwconv.convert`` (*weighted*, density ``[weighted] density``; only kernels
-with an odd size > 1 in every axis are converted, since a density is centred). Both start
+whose every size is odd, at least one of them larger than 1, are converted, since a
+density is centred). Both start
 from the same initial weights — the model is built under the run's seed before it is
 converted — and see the same samples in the same order for the same number of steps.
 
@@ -343,6 +344,11 @@ def compare(
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
     check_config(config)
+    if "seed" in config.get("train", {}):
+        raise ValueError(
+            "compare sets train.seed itself, to each of seeds; remove train.seed from the "
+            "configuration"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -379,6 +385,7 @@ def compare(
                 if "estimate" in row:
                     crops[method] = row.pop("estimate")
                 per_image.append({"seed": seed, "method": method, **row})
+            del task  # its decoded training images, before the next run decodes its own
             runs.append(
                 {
                     "seed": seed,

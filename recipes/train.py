@@ -207,8 +207,9 @@ class TrainResult:
         step: steps completed.
         metrics: the last evaluation's metrics (empty on ranks other than 0).
         history: every evaluation, ``[{"step": s, **metrics}, …]``.
-        train_seconds: wall time spent in training steps (this invocation only).
-        samples_per_second: global training throughput (this invocation only).
+        train_seconds: wall time spent in training steps, over every invocation of the
+            run (a resumed run adds to the time recorded in its checkpoint).
+        samples_per_second: global training throughput over the same time.
         checkpoint: path of the final checkpoint (``None`` on ranks other than 0).
     """
 

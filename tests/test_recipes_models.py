@@ -95,7 +95,7 @@ def test_dncnn_s_parameter_count():
     # 3×3×64 + BatchNorm + ReLU; layer 17 has c filters 3×3×64; c = 1 for greyscale.
     # Our middle convolutions have no bias (BatchNorm's β already shifts each channel); the
     # last convolution keeps its bias, as in the reference PyTorch implementation (KAIR)
-    # and recipes/demo.py — one parameter that lets the noise estimate have a non-zero mean.
+    # — one parameter that lets the noise estimate have a non-zero mean.
     first = 1 * 64 * 3 * 3 + 64
     middle = 15 * (64 * 64 * 3 * 3 + 2 * 64)  # weights + BatchNorm γ, β
     last = 64 * 1 * 3 * 3 + 1

@@ -439,6 +439,9 @@ def _toml(cfg: dict) -> str:
 def comparison(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("compare")
     cfg = tiny_config(steps=6, eval_every=3)
+    with pytest.raises(ValueError, match=r"compare sets train\.seed itself"):
+        compare(cfg, seeds=[0, 1], out_dir=out, data_root=data_root, progress=False)
+    del cfg["train"]["seed"]
     return out, compare(cfg, seeds=[0, 1], out_dir=out, data_root=data_root, progress=False)
 
 
@@ -488,7 +491,9 @@ def test_compare_summary_matches_the_per_image_scores(comparison, data_root):
 
 def test_compare_command_prints_the_table(tmp_path, data_root, capsys):
     config_file = tmp_path / "tiny.toml"
-    config_file.write_text(_toml(tiny_config(steps=2)))
+    cfg = tiny_config(steps=2)
+    del cfg["train"]["seed"]
+    config_file.write_text(_toml(cfg))
     code = main(
         [
             "compare",
