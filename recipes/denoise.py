@@ -180,6 +180,14 @@ class DenoiseTask:
         self.method = method
         self.seed = int(config.get("train", {}).get("seed", 0))
         data = self.config["data"]
+        if data_root is not None and all(
+            data[key].startswith("embedded:") for key in ("train", "validation")
+        ):
+            raise ValueError(
+                "--data is given but the configuration uses the images bundled with "
+                "scikit-image; to train on a folder, also set data.train and data.validation "
+                "(e.g. --set data.train=train --set data.validation=val, relative to --data)"
+            )
         self.sources = {
             key: _resolve_source(data[key], data_root, key) for key in ("train", "validation")
         }

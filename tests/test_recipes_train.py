@@ -133,6 +133,11 @@ def test_bad_task_config_names_the_key(data_root):
         check_config(apply_overrides(tiny_config(), ["data.patch_size='big'"]))
     with pytest.raises(ValueError, match="pass --data ROOT"):
         DenoiseTask(tiny_config())
+    embedded = apply_overrides(
+        tiny_config(), ["data.train='embedded:train'", "data.validation='embedded:validation'"]
+    )
+    with pytest.raises(ValueError, match="--data is given but"):
+        DenoiseTask(embedded, data_root=data_root)
     with pytest.raises(FileNotFoundError, match=r"data\.validation"):
         DenoiseTask(apply_overrides(tiny_config(), ["data.validation='nope'"]), data_root=data_root)
     with pytest.raises(ValueError, match="density"):
