@@ -144,7 +144,7 @@ def test_info_prints_versions_devices_and_parseable_family_examples(capsys):
     examples = {}
     for line in listing:
         if line.startswith("  ") and not line.startswith("    "):
-            name, example = line.split()
+            name, example = line.split(maxsplit=1)  # a JSON spec may hold spaces
             examples[name] = example
     assert set(examples) == {"default", *ndwconv.registered_families()}
     for name, example in examples.items():
