@@ -1,0 +1,608 @@
+"""Sliding-window inference: ndwconv's ``sliding_window`` against MONAI's.
+
+Both tile the same volume with the same 3-D DnCNN (one model object, ``eval()``, no grad),
+the same tile/ROI, overlap 0.25, Gaussian blending (MONAI ``mode="gaussian"``,
+``sigma_scale=0.125``, as ours) and the same tile batch size:
+
+* **in-memory**: a float32 volume held in memory (a NumPy array for ours, the tensor view
+  of the same array for MONAI), output in memory;
+* **HDF5**: a larger volume stored in an HDF5 file (an h5py dataset written once to a
+  temporary file). Ours reads tiles from the dataset and writes finished slabs straight
+  into an output dataset, so its memory follows the tile, not the volume. MONAI needs the
+  whole volume as one tensor: its timed run loads the dataset into memory, infers and
+  writes the result into an output dataset, so both end with the result on disk; the
+  load / infer / write split of MONAI's run is reported too.
+
+Time: medians of interleaved repeats in one process (``benchmarks/_timing.py``; the order
+alternates between repeats), ratio ours/MONAI per repeat (< 1: ours faster). Peak memory:
+each (method, case) runs once more in a fresh subprocess that reports its kernel RSS
+high-water mark (``VmHWM``, reset after setup; NumPy and torch allocations alike, which
+tracemalloc would not see; not ``ru_maxrss``, which on Linux also counts the parent's RSS
+at fork), next to an idle subprocess that imported the same modules and built the
+same model. Agreement: the maximum absolute difference between the two in-memory outputs
+(MONAI's Gaussian map is not floored like ours and it pads differently at borders, so
+this is reported, not asserted).
+
+Usage::
+
+    python benchmarks/tiling.py --quick         # tile 32³, volumes 64³ and 96³, seconds
+    python benchmarks/tiling.py                 # tile 64³, volumes 192³ and 384³
+    python benchmarks/tiling.py --repeats 1 --threads 2 --json tiling.json
+
+MONAI is needed for this benchmark only (``pip install monai``); it is not a dependency of
+ndwconv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing
+
+from _timing import (
+    ForeignLoad,
+    format_table,
+    header_lines,
+    interleaved,
+    machine_info,
+    ratio_stats,
+)
+
+import ndwconv
+from ndwconv.adapters.tiling import sliding_window, tile_starts
+from ndwconv.recipes.models import DnCNN
+
+try:
+    import monai
+    from monai.inferers import sliding_window_inference
+except ImportError:  # pragma: no cover - reported by main()
+    monai = None
+    sliding_window_inference = None
+
+OVERLAP = 0.25
+SEED = 0
+METHODS = ("ours", "monai")
+SOURCE = "source"  # HDF5 dataset names
+OUT = {"ours": "out_ours", "monai": "out_monai"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One volume: ``storage`` is ``"memory"`` or ``"hdf5"``; the volume is ``size``³."""
+
+    name: str
+    size: int
+    storage: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    tile: int
+    batch: int
+    depth: int
+    width: int
+    threads: int
+
+
+def cases(quick: bool) -> list[Case]:
+    if quick:
+        return [Case("in-memory", 64, "memory"), Case("HDF5", 96, "hdf5")]
+    return [Case("in-memory", 192, "memory"), Case("HDF5", 384, "hdf5")]
+
+
+def n_tiles(size: int, tile: int) -> int:
+    """Tiles per volume (3-D, same grid for both: stride ``tile - floor(0.25·tile)``)."""
+    step = tile - math.floor(OVERLAP * tile)
+    return len(tile_starts(size, tile, step)) ** 3
+
+
+def make_model(s: Settings) -> torch.nn.Module:
+    """The 3-D DnCNN, seeded so the subprocesses build the same weights."""
+    torch.manual_seed(SEED)
+    return DnCNN(ndim=3, channels=1, depth=s.depth, width=s.width).eval()
+
+
+def make_volume(size: int) -> np.ndarray:
+    """A ``(1, size, size, size)`` float32 noise volume (seeded)."""
+    rng = np.random.default_rng(SEED)
+    return rng.standard_normal((1, size, size, size), dtype=np.float32)
+
+
+def write_source(path: str, size: int) -> None:
+    """Write the HDF5 source volume and empty output datasets (contiguous layout)."""
+    with h5py.File(path, "w") as f:
+        src = f.create_dataset(SOURCE, shape=(1, size, size, size), dtype=np.float32)
+        for z in range(0, size, 64):  # slab by slab, so the parent never holds it whole
+            rng = np.random.default_rng([SEED, z])
+            rows = min(64, size - z)
+            src[:, z : z + rows] = rng.standard_normal((1, rows, size, size), dtype=np.float32)
+        for name in OUT.values():
+            f.create_dataset(name, shape=(1, size, size, size), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# the two runs
+# ---------------------------------------------------------------------------------------
+
+
+def run_ours(model: torch.nn.Module, source: Any, s: Settings, out: Any = None) -> Any:
+    return sliding_window(
+        model,
+        source,
+        tile=s.tile,
+        overlap=OVERLAP,
+        blend="gaussian",
+        batch_size=s.batch,
+        out=out,
+        device="cpu",
+        progress=False,
+    )
+
+
+def run_monai(model: torch.nn.Module, volume: torch.Tensor, s: Settings) -> torch.Tensor:
+    """MONAI on a ``(C, *spatial)`` tensor; returns ``(C_out, *spatial)``."""
+    with torch.no_grad():
+        result = sliding_window_inference(
+            volume[None],
+            roi_size=(s.tile,) * 3,
+            sw_batch_size=s.batch,
+            predictor=model,
+            overlap=OVERLAP,
+            mode="gaussian",
+            sigma_scale=0.125,
+            padding_mode="constant",
+            sw_device="cpu",
+            device="cpu",
+            progress=False,
+        )
+    return torch.as_tensor(result)[0]  # MetaTensor → plain tensor view
+
+
+def monai_hdf5(model: torch.nn.Module, f: h5py.File, s: Settings) -> tuple[float, float, float]:
+    """MONAI on the HDF5 volume: load whole, infer, write. Returns the three durations."""
+    t0 = time.perf_counter()
+    volume = torch.from_numpy(f[SOURCE][...])
+    t1 = time.perf_counter()
+    result = run_monai(model, volume, s)
+    t2 = time.perf_counter()
+    f[OUT["monai"]][...] = result.numpy()
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+# ---------------------------------------------------------------------------------------
+# peak memory: one fresh subprocess per (method, case)
+# ---------------------------------------------------------------------------------------
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _status_mib(key: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process from /proc/self/status in MiB, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def child(method: str, storage: str, size: int, h5_path: str | None, s: Settings) -> dict:
+    """Body of a memory subprocess: run once, report peak RSS and the run's wall time.
+
+    After the imports and the model the high-water mark is reset (where Linux allows), so
+    ``peak_run_mib`` is the peak from there on: making or opening the volume and the run.
+    ``peak_mib`` is the peak over the whole process (``VmHWM``). ``ru_maxrss`` is only the
+    fallback: on Linux it also counts the parent's RSS at ``fork`` (the pre-``exec`` memory
+    map is folded into the signal struct's maxrss), so a big parent would show through.
+    """
+    model = make_model(s)
+    peak_setup = _status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
+    reset = _reset_peak()
+    report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
+    t0 = time.perf_counter()
+    if method == "idle":
+        pass
+    elif storage == "memory":
+        volume = make_volume(size)
+        t0 = time.perf_counter()
+        if method == "ours":
+            run_ours(model, volume, s)
+        else:
+            run_monai(model, torch.from_numpy(volume), s)
+    else:
+        assert h5_path is not None
+        with h5py.File(h5_path, "r+") as f:
+            if method == "ours":
+                run_ours(model, f[SOURCE], s, out=f[OUT["ours"]])
+            else:
+                monai_hdf5(model, f, s)
+    report["run_s"] = time.perf_counter() - t0
+    peak_run = _status_mib("VmHWM")
+    report["peak_run_mib"] = peak_run if reset else None
+    if peak_setup is None or peak_run is None:
+        report["peak_mib"] = _maxrss_mib()
+    else:
+        report["peak_mib"] = max(peak_setup, peak_run)
+    return report
+
+
+def measure_peak(
+    method: str, case: Case | None, h5_path: str | None, s: Settings
+) -> dict[str, float]:
+    """Run ``child`` in a fresh interpreter and return its report."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        method,
+        "--child-storage",
+        case.storage if case else "memory",
+        "--child-size",
+        str(case.size if case else 0),
+        "--tile",
+        str(s.tile),
+        "--batch",
+        str(s.batch),
+        "--depth",
+        str(s.depth),
+        "--width",
+        str(s.width),
+        "--threads",
+        str(s.threads),
+    ]
+    if h5_path:
+        cmd += ["--child-h5", h5_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory subprocess {method} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------
+
+
+def time_case(
+    case: Case, model: torch.nn.Module, s: Settings, repeats: int, h5_path: str | None
+) -> dict[str, Any]:
+    """Interleaved timing of one case; also the in-memory agreement and MONAI's split."""
+    outputs: dict[str, Any] = {}
+    split: list[tuple[float, float, float]] = []
+    f = None
+    if case.storage == "memory":
+        volume = make_volume(case.size)
+        tensor = torch.from_numpy(volume)
+
+        def ours() -> None:
+            outputs["ours"] = run_ours(model, volume, s)
+
+        def theirs() -> None:
+            outputs["monai"] = run_monai(model, tensor, s).numpy()
+
+    else:
+        assert h5_path is not None
+        f = h5py.File(h5_path, "r+")
+
+        def ours() -> None:
+            run_ours(model, f[SOURCE], s, out=f[OUT["ours"]])
+
+        def theirs() -> None:
+            split.append(monai_hdf5(model, f, s))
+
+    try:
+        with ForeignLoad() as load:
+            # No warm-up runs (each is long); the model was warmed up on one tile batch.
+            samples = interleaved({"ours": ours, "monai": theirs}, repeats, warmup=0, number=1)
+        result: dict[str, Any] = {
+            "case": case.name,
+            "size": case.size,
+            "tiles": n_tiles(case.size, s.tile),
+            "samples_s": samples,
+            "stats": ratio_stats(samples["ours"], samples["monai"]),
+            "foreign_cores": load.cores,
+        }
+        if split:
+            result["monai_split_s"] = {
+                key: statistics.median(v[i] for v in split)
+                for i, key in enumerate(("load", "infer", "write"))
+            }
+        if case.storage == "memory":
+            a, b = outputs["ours"], outputs["monai"]
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            t = s.tile
+            inner = diff[:, t:-t, t:-t, t:-t] if case.size > 2 * t else diff[:, :0]
+            result["agreement"] = {
+                "max_abs_diff": float(diff.max()),
+                "mean_abs_diff": float(diff.mean()),
+                "max_abs_diff_interior": float(inner.max()) if inner.size else None,
+                "max_abs_output": float(np.abs(b).max()),
+            }
+    finally:
+        if f is not None:
+            f.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt_load(cores: float | None) -> str:
+    return "n/a" if cores is None else f"{cores:.2f}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tile 32³, volumes 64³ and 96³")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (3)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--tile", type=int, help="tile / ROI edge (64; 32 with --quick)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (4)")
+    parser.add_argument("--depth", type=int, default=5, help="DnCNN depth (5)")
+    parser.add_argument("--width", type=int, default=16, help="DnCNN width (16)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    # internal: one peak-memory subprocess
+    parser.add_argument("--child", choices=("idle", *METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--child-storage", default="memory", help=argparse.SUPPRESS)
+    parser.add_argument("--child-size", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-h5", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("repeats", "threads", "tile", "batch", "depth", "width"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be ≥ 1, got {value}")
+    if args.depth is not None and args.depth < 2:
+        parser.error(f"--depth must be ≥ 2, got {args.depth}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = Settings(
+        tile=args.tile or (32 if args.quick else 64),
+        batch=args.batch,
+        depth=args.depth,
+        width=args.width,
+        threads=torch.get_num_threads(),
+    )
+    if monai is None:
+        print("MONAI is not installed: pip install monai (benchmark only)", file=sys.stderr)
+        return 2
+    if args.child:
+        report = child(args.child, args.child_storage, args.child_size, args.child_h5, settings)
+        print(json.dumps(report))
+        return 0
+
+    info = machine_info(torch.device("cpu"))
+    info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info["monai"] = monai.__version__
+    info["h5py"] = h5py.__version__
+    info["numpy"] = np.__version__
+    info["ndwconv"] = getattr(ndwconv, "__version__", "unknown")
+    info["model"] = (
+        f"DnCNN 3-D, depth {settings.depth}, width {settings.width}, batch norm, residual; "
+        "eval(), no_grad(), float32"
+    )
+    info["tiling"] = (
+        f"tile/ROI {settings.tile}³, overlap {OVERLAP}, Gaussian blend (σ = tile/8), "
+        f"{settings.batch} tiles per forward pass, CPU"
+    )
+    info["repeats"] = f"{args.repeats} interleaved repeats per case, no warm-up runs"
+    info["HDF5"] = "contiguous float32 datasets in a temporary file (page cache warm after writing)"
+    if args.quick:
+        info["note"] = "--quick: small volumes, a smoke test, not a measurement"
+    print("## Sliding-window inference: ndwconv vs MONAI\n")
+    for line in header_lines(info, markdown=True):
+        print(line)
+    print()
+
+    t_start = time.perf_counter()
+    model = make_model(settings)
+    with torch.no_grad():  # warm up oneDNN primitives on one batch of tiles
+        model(torch.zeros(settings.batch, 1, *(settings.tile,) * 3))
+    results = []
+    memory: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ndwconv-tiling-") as tmp:
+        h5_paths: dict[str, str] = {}
+        for case in cases(args.quick):
+            if case.storage == "hdf5":
+                h5_paths[case.name] = os.path.join(tmp, f"volume{case.size}.h5")
+                write_source(h5_paths[case.name], case.size)
+        for case in cases(args.quick):
+            results.append(time_case(case, model, settings, args.repeats, h5_paths.get(case.name)))
+            print(
+                f"  [{time.perf_counter() - t_start:5.0f} s] timed {case.name}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if not args.no_memory:
+            idle = measure_peak("idle", None, None, settings)
+            memory.append({"case": "idle", "method": "imports + model", **idle})
+            for case in cases(args.quick):
+                for method in METHODS:
+                    report = measure_peak(method, case, h5_paths.get(case.name), settings)
+                    memory.append(
+                        {"case": case.name, "size": case.size, "method": method, **report}
+                    )
+                    print(
+                        f"  [{time.perf_counter() - t_start:5.0f} s] memory {case.name} {method}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    print("### Time\n")
+    print(
+        "Seconds per whole-volume run, medians of interleaved repeats; ratio = median of "
+        "per-repeat ours/MONAI (< 1: ours faster), [quartiles]. HDF5: ours reads tiles from "
+        "the dataset and writes into an output dataset; MONAI loads the dataset into one "
+        "tensor, infers, and writes the result into an output dataset.\n"
+    )
+    rows = []
+    for r in results:
+        st = r["stats"]
+        rows.append(
+            [
+                r["case"],
+                f"{r['size']}³",
+                str(r["tiles"]),
+                f"{st.num_median_s:.2f}",
+                f"{st.den_median_s:.2f}",
+                f"{st.median:.3f} [{st.q1:.3f}, {st.q3:.3f}]",
+                _fmt_load(r["foreign_cores"]),
+            ]
+        )
+    headers = ["case", "volume", "tiles", "ours s", "MONAI s", "ours/MONAI", "foreign cores"]
+    print(format_table(headers, rows, markdown=True))
+    print()
+    for r in results:
+        if "monai_split_s" in r:
+            sp = r["monai_split_s"]
+            print(
+                f"MONAI on {r['case']} ({r['size']}³), medians: load {sp['load']:.2f} s, "
+                f"infer {sp['infer']:.2f} s, write {sp['write']:.2f} s.\n"
+            )
+        if "agreement" in r:
+            ag = r["agreement"]
+            interior = (
+                "n/a"
+                if ag["max_abs_diff_interior"] is None
+                else f"{ag['max_abs_diff_interior']:.3g}"
+            )
+            print(
+                f"Agreement on {r['case']} ({r['size']}³): max |ours − MONAI| = "
+                f"{ag['max_abs_diff']:.3g} (mean {ag['mean_abs_diff']:.3g}; "
+                f"{interior} more than one tile from the border; max |output| "
+                f"{ag['max_abs_output']:.3g}). Not asserted: the Gaussian maps differ "
+                "(ours is floored at 1e-3) and so does border handling.\n"
+            )
+
+    if memory:
+        print("### Peak memory\n")
+        print(
+            "One fresh process per row runs the case once (in-memory: it makes the input "
+            "volume itself; HDF5: it opens the file). 'peak RSS' is the process's RSS high-water "
+            "mark (`VmHWM`; not `ru_maxrss`, which on Linux also counts the parent's RSS at "
+            "fork); 'peak from setup' is the "
+            "kernel's RSS high-water mark reset (`/proc/self/clear_refs`) after the imports "
+            "and the model were set up, i.e. the peak while making/opening the volume and "
+            "running. The idle row imported the same modules and built the same model; "
+            "'over idle' = peak from setup − the idle row's RSS at that point.\n"
+        )
+        idle_rss = memory[0].get("rss_setup_mib")
+
+        def mib(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.0f}"
+
+        mem_rows = []
+        for m in memory:
+            run = m["method"] in METHODS
+            peak_run = m.get("peak_run_mib")
+            over = peak_run - idle_rss if run and peak_run and idle_rss else None
+            mem_rows.append(
+                [
+                    m["case"],
+                    f"{m['size']}³" if "size" in m else "",
+                    m["method"],
+                    mib(m["peak_mib"]),
+                    mib(peak_run) if run else f"RSS {mib(m.get('rss_setup_mib'))}",
+                    mib(over) if run else "",
+                    f"{m['run_s']:.2f}" if run else "",
+                ]
+            )
+        print(
+            format_table(
+                [
+                    "case",
+                    "volume",
+                    "method",
+                    "peak RSS MiB",
+                    "peak from setup MiB",
+                    "over idle MiB",
+                    "run s",
+                ],
+                mem_rows,
+                markdown=True,
+            )
+        )
+        print()
+    wall = time.perf_counter() - t_start
+    load_now = machine_info()["load average (1/5/15 min)"]
+    print(f"_wall time {wall:.0f} s; load average now {load_now}_")
+
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "info": info,
+                "argv": sys.argv[1:] if argv is None else argv,
+                "time": [
+                    {
+                        **{k: v for k, v in r.items() if k != "stats"},
+                        "ratio_median": r["stats"].median,
+                        "ratio_q1": r["stats"].q1,
+                        "ratio_q3": r["stats"].q3,
+                        "ours_median_s": r["stats"].num_median_s,
+                        "monai_median_s": r["stats"].den_median_s,
+                    }
+                    for r in results
+                ],
+                "memory": memory,
+                "wall_s": wall,
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
