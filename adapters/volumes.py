@@ -52,11 +52,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Volume", "load", "save"]
+__all__ = ["Volume", "load", "save", "split_path"]
 
 _EXTRA = 'pip install "ndwconv[volumes]"'
 _HDF5_PATH = re.compile(r"^(?P<file>.*\.(?:h5|hdf5|he5))(?::(?P<dataset>/.*))?$", re.IGNORECASE)
 _DEFAULT_DATASET = "/data"
+
+
+def split_path(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``(file, dataset)`` of a volume path: ``"a.h5:/g/x"`` → ``("a.h5", "/g/x")``.
+
+    NIfTI paths and HDF5 paths without a dataset give ``(path, None)``.
+
+    Example:
+        >>> split_path("scan.h5:/mri/t1"), split_path("scan.nii.gz")
+        (('scan.h5', '/mri/t1'), ('scan.nii.gz', None))
+    """
+    path = os.fspath(path)
+    match = _HDF5_PATH.match(path)
+    return (match.group("file"), match.group("dataset")) if match else (path, None)
 
 
 def _import_nibabel() -> Any:
@@ -188,11 +202,11 @@ def load(path: str | os.PathLike, ndim: int | None = None) -> Volume:
     """
     path = os.fspath(path)
     hdf5 = _HDF5_PATH.match(path)
-    file = hdf5.group("file") if hdf5 else path
+    file, dataset = split_path(path)
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file}: no such file")
     if hdf5:
-        volume = _load_hdf5(file, hdf5.group("dataset"))
+        volume = _load_hdf5(file, dataset)
     elif _nifti_suffix(path):
         volume = _load_nifti(path)
     else:
@@ -355,14 +369,14 @@ def save(
         raise ValueError(f"nonfinite must be 'raise' or 'allow', got {nonfinite!r}")
     path = os.fspath(path)
     hdf5 = _HDF5_PATH.match(path)
-    file = hdf5.group("file") if hdf5 else path
+    file, _ = split_path(path)
     suffix = _nifti_suffix(path)
     if not hdf5 and suffix is None:
         raise ValueError(f"{path}: unknown extension, expected .nii, .nii.gz or .h5[:/dataset]")
     volume = volume_or_array if isinstance(volume_or_array, Volume) else None
     template = like if like is not None else volume
     for source in {v.source for v in (like, volume) if v is not None and v.source}:
-        source_file = m.group("file") if (m := _HDF5_PATH.match(source)) else source
+        source_file, _ = split_path(source)
         if Path(source_file).resolve() == Path(file).resolve():
             raise ValueError(f"{path}: refusing to write over the input file {source_file}")
     if os.path.lexists(file) and not overwrite:

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import json
 import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -48,6 +51,7 @@ __all__ = [
     "synchronizer",
     "verdict",
     "wait_for_quiet",
+    "write_json",
 ]
 
 
@@ -360,3 +364,18 @@ def format_table(
     lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*row) for row in rows]
     return "\n".join(lines)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -62,6 +62,7 @@ from _timing import (
     interleaved,
     machine_info,
     ratio_stats,
+    write_json,
 )
 
 import ndwconv
@@ -358,21 +359,6 @@ def time_case(
 # ---------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fmt_load(cores: float | None) -> str:

@@ -48,10 +48,8 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -74,6 +72,7 @@ from _timing import (
     resolve_device,
     synchronizer,
     wait_for_quiet,
+    write_json,
 )
 
 import ndwconv
@@ -283,21 +282,6 @@ def measure(cfg: Config, settings: Settings) -> tuple[list[Row], dict[str, Any]]
 
 def _stats_json(st: RatioStats) -> dict[str, Any]:
     return {k: v for k, v in asdict(st).items() if k != "ratios"} | {"ratios": st.ratios}
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:

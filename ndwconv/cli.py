@@ -30,7 +30,7 @@ import torch
 
 import ndwconv
 
-__all__ = ["COMMAND_GROUP", "build_parser", "info_command", "main"]
+__all__ = ["COMMAND_GROUP", "build_parser", "info_command", "main", "one_line"]
 
 COMMAND_GROUP = "ndwconv.commands"
 """Entry-point group whose callables ``register(subparsers)`` add subcommands."""
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        print(f"ndwconv: error: {_one_line(err)}", file=sys.stderr)
+        print(f"ndwconv: error: {one_line(err)}", file=sys.stderr)
         return 1
 
 
@@ -150,13 +150,13 @@ def _register_safely(
     error = register
 
     def unavailable(args: argparse.Namespace) -> int:
-        raise RuntimeError(f"command {name!r} is unavailable: {_one_line(error)}") from error
+        raise RuntimeError(f"command {name!r} is unavailable: {one_line(error)}") from error
 
-    sub = subparsers.add_parser(name, help=f"(unavailable: {_one_line(error)})")
+    sub = subparsers.add_parser(name, help=f"(unavailable: {one_line(error)})")
     sub.set_defaults(func=unavailable)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """An exception as one line: its message, prefixed by its type unless it is user-facing."""
     message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     if isinstance(err, _USER_ERRORS) and message:

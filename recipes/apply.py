@@ -56,8 +56,8 @@ from tqdm.auto import tqdm
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.tiling import sliding_window, tile_starts
-from ndwconv.adapters.volumes import _HDF5_PATH
-from ndwconv.cli import _one_line
+from ndwconv.adapters.volumes import split_path
+from ndwconv.cli import one_line
 
 from .denoise import load_denoiser
 
@@ -215,7 +215,7 @@ def _denoise(args: argparse.Namespace) -> int:
             print(_denoise_file(model, model_ndim, path, args, device), flush=True)
         except Exception as err:
             failed += 1
-            message = _one_line(err)
+            message = one_line(err)
             if not message.startswith((path, _file_part(path))):
                 message = f"{path}: {message}"
             print(f"ndwconv: error: {message}", file=sys.stderr, flush=True)
@@ -291,16 +291,14 @@ def _denoise_file(
 
 def _file_part(path: str) -> str:
     """The file of a volume path (``file.h5:/dataset`` → ``file.h5``)."""
-    match = _HDF5_PATH.match(path)
-    return match.group("file") if match else path
+    return split_path(path)[0]
 
 
 def _output_path(source: str, output_dir: str) -> str:
     """``OUTPUT_DIR/<file name>``, with the dataset path of an HDF5 source."""
-    match = _HDF5_PATH.match(source)
-    name = os.path.basename(_file_part(source))
-    dataset = match.group("dataset") if match and match.group("dataset") else ""
-    return os.path.join(output_dir, name) + (f":{dataset}" if dataset else "")
+    file, dataset = split_path(source)
+    name = os.path.join(output_dir, os.path.basename(file))
+    return f"{name}:{dataset}" if dataset else name
 
 
 def _check_output(path: str, output: str, overwrite: bool) -> None:

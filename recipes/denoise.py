@@ -57,7 +57,7 @@ from . import data as data_mod
 from . import metrics
 from .config import check_section
 from .models import build_model, odd_kernel_convs
-from .train import _atomic_write, _write_json, fit, load_checkpoint, resolve_device, validate
+from .train import atomic_write, fit, load_checkpoint, resolve_device, validate, write_json
 
 __all__ = [
     "METHODS",
@@ -203,6 +203,10 @@ class DenoiseTask:
             length=data.get("length"),
         )
         self._validation: Any = None
+        self.keep: tuple[str, ...] = ()
+        """Validation images whose estimates the final evaluation keeps."""
+        self.final_rows: list[dict[str, Any]] | None = None
+        """Per-image scores of the last final evaluation (see ``evaluate_images``)."""
 
     @property
     def validation(self) -> Any:
@@ -247,8 +251,14 @@ class DenoiseTask:
     ) -> dict[str, float]:
         """Mean validation PSNR; during training (``final`` false) of the first
         ``eval.curve_images`` images only."""
-        limit = None if final else (self.config["eval"]["curve_images"] or None)
-        rows = self.evaluate_images(model, device, limit=limit, with_ssim=False)
+        if final:
+            # every image, with SSIM and the estimates named in ``keep``: kept in
+            # ``final_rows`` so that ``compare`` need not run the model over them again
+            rows = self.evaluate_images(model, device, keep=self.keep)
+            self.final_rows = rows
+        else:
+            limit = self.config["eval"]["curve_images"] or None
+            rows = self.evaluate_images(model, device, limit=limit, with_ssim=False)
         return {"psnr": statistics.fmean(r["psnr"] for r in rows)}
 
     def evaluate_images(
@@ -369,6 +379,11 @@ def compare(
         cfg.setdefault("train", {})["seed"] = seed
         for method in METHODS:
             task = DenoiseTask(cfg, method, data_root)
+            if first_image is None:
+                first_image = task.validation[0][0]
+                crops["clean"] = task.validation[0][1]
+                crops["noisy"] = metrics.to_uint8_scale(task.validation[0][2])
+            task.keep = (first_image,) if seed == seeds[0] else ()
             run_dir = out / f"seed-{seed}" / method
             has_run = (run_dir / "checkpoints").is_dir() and any(
                 (run_dir / "checkpoints").glob("step-*.json")
@@ -381,14 +396,10 @@ def compare(
                 progress=progress,
                 description=f"seed {seed} {method}",
             )
-            if first_image is None:
-                first_image = task.validation[0][0]
-                crops["clean"] = task.validation[0][1]
-                crops["noisy"] = metrics.to_uint8_scale(task.validation[0][2])
-            device = next(result.model.parameters()).device
-            rows = task.evaluate_images(
-                result.model, device, keep=(first_image,) if seed == seeds[0] else ()
-            )
+            rows = task.final_rows  # None when a finished run was only resumed
+            if rows is None:
+                device = next(result.model.parameters()).device
+                rows = task.evaluate_images(result.model, device, keep=task.keep)
             for row in rows:
                 if "estimate" in row:
                     crops[method] = row.pop("estimate")
@@ -452,9 +463,9 @@ def compare(
         },
         "versions": {"ndwconv": ndwconv.__version__, "torch": torch.__version__},
     }
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     _write_csv(out / "per_image.csv", per_image)
-    _atomic_write(out / "report.md", lambda p: p.write_text(report_markdown(results), "utf-8"))
+    atomic_write(out / "report.md", lambda p: p.write_text(report_markdown(results), "utf-8"))
     if _figure(results, crops, first_image, out / "figure.png") is not None:
         results["figure"] = "figure.png"
     return results
@@ -467,7 +478,7 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write(path, lambda p: p.write_text(buffer.getvalue(), "utf-8"))
+    atomic_write(path, lambda p: p.write_text(buffer.getvalue(), "utf-8"))
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -632,5 +643,5 @@ def _figure(
             f"{image} (seed {results['seeds'][0]}), centre crop {size}×{size}", fontsize=10
         )
     fig.tight_layout()
-    _atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
+    atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
     return png

@@ -87,6 +87,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Task",
     "TrainResult",
+    "atomic_write",
     "fit",
     "latest_checkpoint",
     "load_checkpoint",
@@ -95,6 +96,7 @@ __all__ = [
     "save_checkpoint",
     "step_indices",
     "validate",
+    "write_json",
 ]
 
 CHECKPOINT_FORMAT = "ndwconv.checkpoint/1"
@@ -390,7 +392,7 @@ def _loss(name: str, output: Tensor, target: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -403,8 +405,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1) + "\n", "utf-8"))
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path``, atomically."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1) + "\n", "utf-8"))
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -483,11 +486,11 @@ def save_checkpoint(
         if ptr in seen:
             tensors[key] = value.clone()
         seen.add(ptr)
-    _atomic_write(
+    atomic_write(
         path, lambda p: save_file(tensors, str(p), metadata={"format": CHECKPOINT_FORMAT})
     )
     sidecar_path = path.with_suffix(".json")
-    _write_json(sidecar_path, sidecar)
+    write_json(sidecar_path, sidecar)
     return sidecar_path
 
 
@@ -868,7 +871,7 @@ def _fit(
         sidecar = json.loads(final_sidecar.read_text("utf-8"))
         if sidecar.get("history") != history:
             sidecar["history"] = history
-            _write_json(final_sidecar, sidecar)
+            write_json(final_sidecar, sidecar)
         plot_curves(out / "metrics.jsonl", out / "curves.png")
     model.eval()
     if ctx.owned:
@@ -948,7 +951,7 @@ def _log_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_json_lines(path: Path, lines: Sequence[str]) -> None:
-    _atomic_write(path, lambda p: p.write_text("".join(f"{x}\n" for x in lines), "utf-8"))
+    atomic_write(path, lambda p: p.write_text("".join(f"{x}\n" for x in lines), "utf-8"))
 
 
 def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -988,5 +991,5 @@ def plot_curves(log: str | Path, png: str | Path) -> Path | None:
         ax.set(xlabel="step", ylabel=key, title=key)
     fig.tight_layout()
     png = Path(png)
-    _atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
+    atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
     return png
