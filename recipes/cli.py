@@ -8,6 +8,13 @@ Both take a task (``denoise``), a configuration (a built-in name or a TOML file,
     ndwconv train denoise --config bsd --data ../data/denoising --method weighted \\
         --set train.steps=1000 --out runs/bsd-weighted
     torchrun --nproc_per_node 2 -m ndwconv train denoise --config quick
+
+Volumes: ``--ndim 3`` (or 4) selects the volume recipe (default configuration ``mni``), and
+``--data`` then lists training volumes (NIfTI or ``file.h5:/dataset``)::
+
+    ndwconv compare denoise --config mni --seeds 3
+    ndwconv train denoise --ndim 3 --data sub-01_T1w.nii.gz sub-02_T1w.nii.gz \\
+        --noise rician:15 --density gaussian:1.0mm
 """
 
 from __future__ import annotations
@@ -30,18 +37,32 @@ def _common(parser: argparse.ArgumentParser, out_default: str) -> None:
     )
     parser.add_argument(
         "--config",
-        default="quick",
-        help="built-in configuration (see --list-configs) or a TOML file (default: quick)",
+        help="built-in configuration (see --list-configs) or a TOML file (default: quick; "
+        "mni with --ndim 3 or more)",
     )
     parser.add_argument(
         "--list-configs", action="store_true", help="list the built-in configurations and exit"
     )
     parser.add_argument(
         "--data",
-        metavar="ROOT",
-        help="folder holding the configuration's relative data folders (e.g. Train400/ and "
-        "BSD68/); required by every built-in configuration but quick, which uses images "
-        "bundled with scikit-image",
+        nargs="+",
+        metavar="PATH",
+        help="images: the folder (ROOT) holding the configuration's relative data folders "
+        "(e.g. Train400/ and BSD68/), required by every built-in image configuration but "
+        "quick; volumes (--ndim ≥ 3): the training volumes, NIfTI files or file.h5:/dataset "
+        "(default: the configuration's data.train)",
+    )
+    parser.add_argument(
+        "--ndim",
+        type=int,
+        metavar="N",
+        help="shorthand for --set model.ndim=N; 3 or more trains on volumes",
+    )
+    parser.add_argument(
+        "--noise",
+        metavar="KIND:SIGMA",
+        help="shorthand for noise.kind and noise.sigma (volumes), e.g. rician:15 or "
+        "gaussian:25; σ on the 0–255 scale",
     )
     parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")
     parser.add_argument(
@@ -123,14 +144,26 @@ def _list_configs() -> int:
 def _config(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     from .config import load_config
 
-    overrides = list(args.overrides)
+    overrides = []
+    if args.ndim is not None:
+        overrides.append(f"model.ndim={args.ndim}")
+    if args.noise is not None:
+        kind, sep, sigma = args.noise.partition(":")
+        if not sep or not sigma:
+            raise ValueError(f"--noise must look like KIND:SIGMA (e.g. rician:15), got "
+                             f"{args.noise!r}")
+        overrides += [f"noise.kind={json.dumps(kind)}", f"noise.sigma={sigma}"]
+    overrides += list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.device is not None:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.density is not None:
         overrides.append(f"weighted.density={json.dumps(args.density)}")
-    return load_config(args.config, [*overrides, *extra])
+    name = args.config
+    if name is None:
+        name = "mni" if args.ndim is not None and args.ndim >= 3 else "quick"
+    return load_config(name, [*overrides, *extra])
 
 
 def _task(args: argparse.Namespace) -> None:
@@ -145,13 +178,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs()
     _task(args)
-    from .denoise import DenoiseTask
+    from .denoise import make_task
     from .train import fit
 
     extra = [] if args.seed is None else [f"train.seed={args.seed}"]
     config = _config(args, extra)
     out = Path(args.out or f"runs/{args.task}-{config['name']}-{args.method}")
-    task = DenoiseTask(config, args.method, args.data)
+    task = make_task(config, args.method, args.data)
     result = fit(
         task,
         config,

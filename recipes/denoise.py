@@ -52,11 +52,13 @@ import torch
 from torch import nn
 
 import ndwconv
+from ndwconv.adapters.volumes import is_physical, physical_density
 
 from . import data as data_mod
 from . import metrics
 from .config import check_section
-from .models import build_model, odd_kernel_convs
+from .denoise_volumes import VolumeDenoiseTask, check_volume_config, is_volume_config
+from .models import build_model, make_weighted
 from .train import atomic_write, fit, load_checkpoint, resolve_device, validate, write_json
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "compare",
     "format_table",
     "load_denoiser",
+    "make_task",
     "verdict",
 ]
 
@@ -87,7 +90,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "patch_size": 40,
     "augment": True,
 }
-NOISE_SCHEMA: dict[str, Any] = {"sigma": (float, str), "validation_sigma": float}
+NOISE_SCHEMA: dict[str, Any] = {"sigma": (float, str), "validation_sigma": float, "kind": str}
 EVAL_SCHEMA: dict[str, Any] = {"tile": int, "overlap": int, "seed": int, "curve_images": int}
 EVAL_DEFAULTS: dict[str, Any] = {"tile": 0, "overlap": 32, "seed": 0, "curve_images": 0}
 WEIGHTED_SCHEMA: dict[str, Any] = {"density": str}
@@ -134,15 +137,25 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     model = dict(config.get("model", {}))
     if "name" not in model:
         raise ValueError("config key model.name is missing (dncnn or nafnet)")
-    data = {**DATA_DEFAULTS, **check_section(config, "data", DATA_SCHEMA)}
-    noise = check_section(config, "noise", NOISE_SCHEMA)
-    if "sigma" not in noise:
-        raise ValueError("config key noise.sigma is missing (σ on the 0–255 scale)")
-    spec = data_mod.NoiseSpec.parse(str(noise["sigma"]))
-    if "validation_sigma" not in noise:
-        if isinstance(spec.sigma, tuple):
-            raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
-        noise["validation_sigma"] = spec.sigma
+    volume = is_volume_config(config)
+    if volume:
+        tables = check_volume_config(config)
+        data, noise = tables["data"], tables["noise"]
+    else:
+        data = {**DATA_DEFAULTS, **check_section(config, "data", DATA_SCHEMA)}
+        noise = check_section(config, "noise", NOISE_SCHEMA)
+        if noise.get("kind", "gaussian") != "gaussian":
+            raise ValueError(
+                f"noise.kind {noise['kind']!r}: the image recipe adds Gaussian noise only "
+                "(Rician noise is for volumes, --ndim 3)"
+            )
+        if "sigma" not in noise:
+            raise ValueError("config key noise.sigma is missing (σ on the 0–255 scale)")
+        spec = data_mod.NoiseSpec.parse(str(noise["sigma"]))
+        if "validation_sigma" not in noise:
+            if isinstance(spec.sigma, tuple):
+                raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
+            noise["validation_sigma"] = spec.sigma
     evals = {**EVAL_DEFAULTS, **check_section(config, "eval", EVAL_SCHEMA)}
     for key in ("tile", "overlap", "seed", "curve_images"):
         if evals[key] < 0:
@@ -150,9 +163,12 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if evals["tile"] and evals["tile"] <= evals["overlap"]:
         raise ValueError(f"eval.tile ({evals['tile']}) must exceed eval.overlap")
     weighted = {"density": "default", **check_section(config, "weighted", WEIGHTED_SCHEMA)}
-    ndwconv.as_density(weighted["density"])  # fails early on a bad spec
+    if volume and is_physical(weighted["density"]):
+        physical_density(weighted["density"], (1.0,))  # the spacing comes with the data
+    else:
+        ndwconv.as_density(weighted["density"])  # fails early on a bad spec
     for key in ("channels", "patch_size"):
-        if data[key] < 1:
+        if key in data and data[key] < 1:
             raise ValueError(f"data.{key} must be ≥ 1, got {data[key]}")
     return {"model": model, "data": data, "noise": noise, "eval": evals, "weighted": weighted}
 
@@ -219,15 +235,18 @@ class DenoiseTask:
             )
         return self._validation
 
+    def example(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """``(name, clean, noisy)`` of the first validation image, on the 0–255 scale."""
+        name, clean, noisy = self.validation[0]
+        return name, clean, metrics.to_uint8_scale(noisy)
+
     def build_model(self) -> nn.Module:
         model_cfg = dict(self.config["model"])
         name = model_cfg.pop("name")
         model_cfg.setdefault("channels", self.config["data"]["channels"])
         model = build_model(name, **model_cfg)
         if self.method == "weighted":
-            ndwconv.convert(
-                model, self.config["weighted"]["density"], where=odd_kernel_convs, inplace=True
-            )
+            make_weighted(model, self.config["weighted"]["density"])
         return model
 
     def describe(self) -> dict[str, Any]:
@@ -298,6 +317,34 @@ class DenoiseTask:
         return rows
 
 
+def make_task(
+    config: Mapping[str, Any],
+    method: str = "standard",
+    data: str | Path | Sequence[str | Path] | None = None,
+) -> DenoiseTask | VolumeDenoiseTask:
+    """The denoising task of ``config``: on images, or on volumes when ``model.ndim`` ≥ 3.
+
+    Args:
+        config: a denoising configuration.
+        method: ``"standard"`` or ``"weighted"``.
+        data: images: the folder that relative ``data.train``/``data.validation`` are in;
+            volumes: training volume paths replacing ``data.train``.
+    """
+    if is_volume_config(config):
+        if isinstance(data, (str, Path)):
+            data = [str(data)]
+        return VolumeDenoiseTask(config, method, None if data is None else [str(d) for d in data])
+    if data is not None and not isinstance(data, (str, Path)):
+        items = list(data)
+        if len(items) != 1:
+            raise ValueError(
+                f"an image configuration takes one data folder (ROOT), got {len(items)} paths; "
+                "volumes need a 3-D model (--ndim 3)"
+            )
+        data = items[0]
+    return DenoiseTask(config, method, data)
+
+
 def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a trained denoiser from a checkpoint (``.safetensors`` or its ``.json``).
 
@@ -310,10 +357,10 @@ def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     description = sidecar["description"]
     model_cfg = dict(description["model"])
     name = model_cfg.pop("name")
-    model_cfg.setdefault("channels", description["data"]["channels"])
+    model_cfg.setdefault("channels", description["data"].get("channels", 1))
     model = build_model(name, **model_cfg)
     if description["method"] == "weighted":
-        ndwconv.convert(model, description["density"], where=odd_kernel_convs, inplace=True)
+        make_weighted(model, description["density"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return model.to(device).eval()
 
@@ -332,7 +379,7 @@ def compare(
     config: Mapping[str, Any],
     seeds: Sequence[int] = (0,),
     out_dir: str | Path = "runs/compare-denoise",
-    data_root: str | Path | None = None,
+    data_root: str | Path | Sequence[str | Path] | None = None,
     *,
     resume: bool = False,
     progress: bool = True,
@@ -350,7 +397,8 @@ def compare(
         config: a denoising configuration.
         seeds: the seeds (distinct non-negative integers).
         out_dir: output folder.
-        data_root: folder holding the configuration's relative data folders.
+        data_root: images: folder holding the configuration's relative data folders;
+            volumes: training volume paths (see ``make_task``).
         resume: continue or reuse the runs already in ``out_dir`` (finished runs are only
             re-scored); without it, an ``out_dir`` holding runs is an error.
         progress: progress bars.
@@ -378,11 +426,9 @@ def compare(
         cfg = copy.deepcopy(dict(config))
         cfg.setdefault("train", {})["seed"] = seed
         for method in METHODS:
-            task = DenoiseTask(cfg, method, data_root)
+            task = make_task(cfg, method, data_root)
             if first_image is None:
-                first_image = task.validation[0][0]
-                crops["clean"] = task.validation[0][1]
-                crops["noisy"] = metrics.to_uint8_scale(task.validation[0][2])
+                first_image, crops["clean"], crops["noisy"] = task.example()
             task.keep = (first_image,) if seed == seeds[0] else ()
             run_dir = out / f"seed-{seed}" / method
             has_run = (run_dir / "checkpoints").is_dir() and any(
@@ -420,6 +466,7 @@ def compare(
                     "parameters": sum(p.numel() for p in result.model.parameters()),
                 }
             )
+    volume = is_volume_config(config)
     noisy_rows = [r for r in per_image if r["seed"] == seeds[0] and r["method"] == METHODS[0]]
     summary: dict[str, Any] = {
         "noisy": {
@@ -443,12 +490,21 @@ def compare(
         "format": RESULTS_FORMAT,
         "config": {k: v for k, v in config.items()},
         "seeds": seeds,
-        "data_root": None if data_root is None else str(data_root),
+        "data_root": (
+            None if data_root is None
+            else str(data_root) if isinstance(data_root, (str, Path))
+            else [str(d) for d in data_root]
+        ),
         "metric_definitions": {
-            "psnr": "dB, 0-255 scale, vs the clean 8-bit image; estimate clipped to [0, 255], "
-            "not rounded",
+            "psnr": (
+                "dB, 0-255 scale of the normalised intensity, vs the clean volume block; "
+                "estimate clipped to [0, 255], not rounded" if volume else
+                "dB, 0-255 scale, vs the clean 8-bit image; estimate clipped to [0, 255], "
+                "not rounded"
+            ),
             "ssim": "skimage.metrics.structural_similarity, data_range 255, Gaussian window "
-            "sigma 1.5, population covariance (Wang et al. 2004)",
+            "sigma 1.5" + (" along every axis" if volume else "")
+            + ", population covariance (Wang et al. 2004)",
             "std": "sample standard deviation over seeds of the per-run mean",
         },
         "summary": summary,
@@ -606,9 +662,12 @@ def _figure(
         from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
     except ImportError:
         return None
-    fig = Figure(figsize=(14, 4.2))
-    grid = fig.add_gridspec(1, 5, width_ratios=[1.6, 1, 1, 1, 1])
-    ax = fig.add_subplot(grid[0, 0])
+    clean = crops.get("clean")
+    volume = clean is not None and clean.ndim >= 3
+    rows = 3 if volume else 1
+    fig = Figure(figsize=(14, 4.2 if not volume else 9.5))
+    grid = fig.add_gridspec(rows, 5, width_ratios=[1.6, 1, 1, 1, 1])
+    ax = fig.add_subplot(grid[:, 0] if volume else grid[0, 0])
     colours = {"standard": "tab:blue", "weighted": "tab:orange"}
     for run in results["runs"]:
         pts = [(h["step"], h["psnr"]) for h in run["history"] if "psnr" in h]
@@ -625,8 +684,31 @@ def _figure(
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     panels = [k for k in ("noisy", "standard", "weighted", "clean") if k in crops]
-    clean = crops.get("clean")
-    if clean is not None:
+    if clean is not None and volume:
+        frame = tuple(n // 2 for n in clean.shape[3:])  # 4-D: the middle frame
+        centre = [n // 2 for n in clean.shape[:3]]
+        for i, key in enumerate(panels):
+            data = crops[key][(..., *frame)] if frame else crops[key]
+            for axis in range(3):
+                index = [slice(None)] * 3
+                index[axis] = centre[axis]
+                a = fig.add_subplot(grid[axis, 1 + i])
+                a.imshow(np.clip(data[tuple(index)], 0, 255).T, cmap="gray", vmin=0,
+                         vmax=255, origin="lower")
+                if axis == 0:
+                    title = key
+                    if key != "clean":
+                        title += f"\n{metrics.psnr(crops[key], clean):.2f} dB (whole block)"
+                    a.set_title(title, fontsize=9)
+                a.set_xticks([])
+                a.set_yticks([])
+                if i == 0:
+                    a.set_ylabel(f"axis {axis} = {centre[axis]}", fontsize=8)
+        fig.suptitle(
+            f"{image} (seed {results['seeds'][0]}), orthogonal slices through the centre",
+            fontsize=10,
+        )
+    elif clean is not None:
         h, w = clean.shape[:2]
         size = min(h, w, 128)
         top, left = (h - size) // 2, (w - size) // 2

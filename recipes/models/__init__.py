@@ -6,7 +6,11 @@ down-sampling convolutions plain::
 
     net = ndwconv.convert(build_model("nafnet"), "default", where=odd_kernel_convs)
 
-* ``DnCNN`` — Zhang et al., "Beyond a Gaussian Denoiser", IEEE TIP 2017; 1-D, 2-D or 3-D.
+``make_weighted`` does that and also gives a density to the N-D layers that models of 4 or
+more dimensions are built from (``WeightedConvNd`` with the ``ones`` density, since PyTorch
+has no plain 4-D convolution).
+
+* ``DnCNN`` — Zhang et al., "Beyond a Gaussian Denoiser", IEEE TIP 2017; any dimension.
 * ``NAFNet`` — Chen et al., "Simple Baselines for Image Restoration", ECCV 2022; 2-D.
 
 Example:
@@ -22,10 +26,22 @@ from typing import Any
 
 from torch import nn
 
-from .dncnn import DnCNN
+import ndwconv
+from ndwconv.density import Ones
+
+from .dncnn import BatchNormNd, DnCNN
 from .nafnet import NAFNet
 
-__all__ = ["MODELS", "DnCNN", "NAFNet", "build_model", "count_parameters", "odd_kernel_convs"]
+__all__ = [
+    "MODELS",
+    "BatchNormNd",
+    "DnCNN",
+    "NAFNet",
+    "build_model",
+    "count_parameters",
+    "make_weighted",
+    "odd_kernel_convs",
+]
 
 MODELS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "nafnet": NAFNet}
 """The recipe models by name (what ``build_model`` accepts)."""
@@ -80,3 +96,30 @@ def odd_kernel_convs(name: str, module: nn.Module) -> bool:
         return False
     sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
     return all(k % 2 == 1 for k in sizes) and any(k > 1 for k in sizes)
+
+
+def make_weighted(model: nn.Module, density: Any) -> nn.Module:
+    """Make a recipe model weighted in place: every layer ``odd_kernel_convs`` selects.
+
+    Plain ``nn.Conv1d/2d/3d`` layers are converted by ``ndwconv.convert``; the
+    ``WeightedConvNd`` layers of 4-D (and higher) models, which hold the ``ones`` density
+    until then, get ``density``. Layers that already have another density are left alone.
+
+    Args:
+        model: a recipe model (e.g. from ``build_model``).
+        density: anything ``ndwconv.as_density`` takes.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        >>> net = make_weighted(build_model("dncnn", ndim=4, depth=3, width=2), "table:0.5")
+        >>> sorted({str(layer.density) for _, layer in ndwconv.weighted_layers(net)})
+        ['table:0.5']
+    """
+    family = ndwconv.as_density(density)
+    ndwconv.convert(model, family, where=odd_kernel_convs, inplace=True)
+    for name, layer in ndwconv.weighted_layers(model):
+        if isinstance(layer.density, Ones) and odd_kernel_convs(name, layer):
+            layer.set_density(family)
+    return model

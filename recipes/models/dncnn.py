@@ -2,8 +2,11 @@
 
 Zhang, Zuo, Chen, Meng & Zhang, "Beyond a Gaussian Denoiser: Residual Learning of Deep CNN
 for Image Denoising", IEEE Transactions on Image Processing 26(7), 2017 (arXiv 1608.03981),
-Section III-A. The network is built from plain ``nn.ConvNd``/``nn.BatchNormNd``/``nn.ReLU``
-only, so ``ndwconv.convert`` turns it into its weighted twin; it works in 1-D, 2-D and 3-D.
+Section III-A. In 1-D, 2-D and 3-D the network is built from plain
+``nn.ConvNd``/``nn.BatchNormNd``/``nn.ReLU`` only, so ``ndwconv.convert`` turns it into its
+weighted twin. PyTorch has no 4-D convolution, so from 4-D on (e.g. 3-D + time) the
+convolutions are ``ndwconv.WeightedConvNd`` with the ``ones`` density — exactly a plain
+N-D convolution — which ``make_weighted`` gives a real density.
 """
 
 from __future__ import annotations
@@ -12,10 +15,52 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["DnCNN"]
+from ndwconv import WeightedConvNd
+
+__all__ = ["BatchNormNd", "DnCNN"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+class BatchNormNd(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation over ``(B, C, *spatial)`` for any number of spatial axes.
+
+    Statistics per channel over the batch and every spatial axis, as ``nn.BatchNorm3d``
+    computes them (``F.batch_norm`` takes any trailing shape); the same parameters, buffers
+    and ``state_dict`` keys. ``ndim`` fixes the expected number of spatial axes.
+
+    Example:
+        >>> import torch
+        >>> bn = BatchNormNd(4, 3)
+        >>> bn(torch.randn(2, 3, 4, 5, 6, 7)).shape
+        torch.Size([2, 3, 4, 5, 6, 7])
+    """
+
+    def __init__(self, ndim: int, num_features: int, **kwargs: Any):
+        super().__init__(num_features, **kwargs)
+        self.ndim = ndim
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != self.ndim + 2:
+            raise ValueError(
+                f"BatchNormNd(ndim={self.ndim}) expects {self.ndim + 2}-D input, "
+                f"got {input.dim()}-D"
+            )
+
+
+def _conv(ndim: int) -> Any:
+    if ndim in _CONV:
+        return _CONV[ndim]
+
+    def conv(*args: Any, **kwargs: Any) -> nn.Module:
+        return WeightedConvNd(ndim, *args, density="ones", **kwargs)
+
+    return conv
+
+
+def _batch_norm(ndim: int, width: int) -> nn.Module:
+    return _BATCH_NORM[ndim](width) if ndim in _BATCH_NORM else BatchNormNd(ndim, width)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -37,7 +82,8 @@ class DnCNN(nn.Module):
     γ = 1, β = 0), so a model built after ``torch.manual_seed(s)`` is reproducible.
 
     Args:
-        ndim: spatial dimensions, 1, 2 or 3.
+        ndim: spatial dimensions, ≥ 1 (1–3: ``nn.ConvNd``; ≥ 4: ``WeightedConvNd`` with
+            the ``ones`` density and ``BatchNormNd``).
         channels: image channels (1 for greyscale, 3 for colour).
         depth: number of convolutions, ≥ 2 (17 in the paper's DnCNN-S).
         width: feature channels of the hidden convolutions, ≥ 1 (64 in the paper).
@@ -57,6 +103,8 @@ class DnCNN(nn.Module):
         >>> net = DnCNN(ndim=3, channels=1, depth=3, width=4)
         >>> net(torch.randn(2, 1, 5, 6, 7)).shape
         torch.Size([2, 1, 5, 6, 7])
+        >>> DnCNN(ndim=4, depth=3, width=4)(torch.randn(1, 1, 3, 5, 6, 7)).shape  # 3-D + time
+        torch.Size([1, 1, 3, 5, 6, 7])
     """
 
     def __init__(
@@ -70,8 +118,7 @@ class DnCNN(nn.Module):
         residual: bool = True,
     ):
         super().__init__()
-        if ndim not in _CONV or isinstance(ndim, bool):
-            raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+        _check_int("ndim", ndim, 1)
         _check_int("channels", channels, 1)
         _check_int("depth", depth, 2)
         _check_int("width", width, 1)
@@ -90,7 +137,7 @@ class DnCNN(nn.Module):
         self.ndim = ndim
         self.channels = channels
         self.residual = bool(residual)
-        conv, pad = _CONV[ndim], kernel_size // 2
+        conv, pad = _conv(ndim), kernel_size // 2
         layers: list[nn.Module] = [
             conv(channels, width, kernel_size, padding=pad),
             nn.ReLU(inplace=True),
@@ -98,7 +145,7 @@ class DnCNN(nn.Module):
         for _ in range(depth - 2):
             layers.append(conv(width, width, kernel_size, padding=pad, bias=not batch_norm))
             if batch_norm:
-                layers.append(_BATCH_NORM[ndim](width))
+                layers.append(_batch_norm(ndim, width))
             layers.append(nn.ReLU(inplace=True))
         layers.append(conv(width, channels, kernel_size, padding=pad))
         self.body = nn.Sequential(*layers)
