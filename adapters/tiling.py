@@ -3,10 +3,11 @@
 A volume too large for one forward pass is cut into overlapping tiles, each tile is
 predicted, and the predictions are blended with per-voxel weights (constant, or a
 Gaussian importance map as in MONAI's ``sliding_window_inference`` and nnU-Net). Unlike
-MONAI, no full-volume buffer is kept: the accumulators cover one *slab* of ``tile[0]`` rows
+MONAI, no full-volume buffer is kept: the weighted sum covers one *slab* of ``tile[0]`` rows
 along the first spatial axis, and every finished row range is divided out and written to
 ``out`` (NumPy array, ``np.memmap`` or h5py dataset), so peak memory is set by the tile and
-the other axes, never by the length of the first axis.
+the other axes, never by the length of the first axis. The weights are separable, so the
+sum of weights is a product of 1-D sums and needs no buffer of its own.
 
 Blending is exact: with an identity predictor the output equals the input bit for bit in
 float32, borders included (see :func:`sliding_window`, "Exactness").
@@ -26,7 +27,8 @@ from tqdm.auto import tqdm
 __all__ = ["sliding_window", "tile_starts"]
 
 _BLENDS = ("gaussian", "constant")
-# Floor of the Gaussian importance map (its peak is 1), so no covered voxel gets weight 0.
+# Floor of each axis of the Gaussian importance map (its peak is 1), so that no covered
+# voxel gets a weight that underflows: a tile's weight is at least 1e-3 ** ndim.
 _MIN_GAUSSIAN_WEIGHT = 1e-3
 
 
@@ -98,7 +100,7 @@ def _axis_weight(
     if blend == "gaussian":
         sigma = tile / 8.0  # σ = tile/8 as in MONAI (sigma_scale=0.125)
         x = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
-        weight = np.exp(-0.5 * (x / sigma) ** 2)
+        weight = np.maximum(np.exp(-0.5 * (x / sigma) ** 2), _MIN_GAUSSIAN_WEIGHT)
     else:
         weight = np.ones(tile, dtype=np.float64)
     weight = weight[:extent].copy()
@@ -143,19 +145,23 @@ def sliding_window(
     by replicating the last voxel up to the tile size and the prediction is cropped back.
 
     ``source`` is read only tile by tile (``source[:, *slices]``), so a memmap or h5py input
-    is never loaded whole. Predictions are accumulated as ``Σ weight · prediction`` and
-    ``Σ weight`` in float64 over a slab of ``tile[0]`` rows of the first spatial axis (all
-    of the other axes); each finished row range is divided out and written to ``out`` once
-    no later tile can touch it. Peak memory is therefore about
-    ``2 · 8 · (C_out + 1) · tile[0] · prod(spatial[1:])`` bytes plus one batch of tiles,
-    independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or an h5py dataset.
+    is never loaded whole. Predictions are accumulated as ``Σ weight · prediction`` in
+    float64 over a slab of ``tile[0]`` rows of the first spatial axis (all of the other
+    axes); each finished row range is divided by ``Σ weight`` and written to ``out`` once no
+    later tile can touch it. A tile's weight is a product of 1-D weights, one per axis, and
+    the tiles form a grid, so ``Σ weight`` is the product of 1-D sums and is computed at
+    each flush rather than stored. Peak memory is therefore about
+    ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes plus one batch of tiles and the rows
+    being written, independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or
+    an h5py dataset.
 
     Exactness: a voxel's output is ``Σ wᵢ·pᵢ / Σ wᵢ`` with weights ``0 < wᵢ ≤ 1`` computed in
     float64 and rounded once to ``out``'s dtype. When every ``pᵢ`` equals the same float32
     value ``x`` (e.g. an identity predictor), the float64 quotient is ``x·(1 + η)`` with
-    ``|η| ≤ (2k + 3)·2⁻⁵³`` for ``k`` overlapping tiles, far below half a float32 ulp
-    (``≥ 2⁻²⁵·|x|``) for any ``k < 2²⁷``, so it rounds back to ``x`` bit for bit (zeros,
-    subnormals, infinities and NaNs included; no overflow, since ``|wᵢ·x| ≤ |x|``).
+    ``|η| ≤ (2k + 2N + 3)·2⁻⁵³`` for ``k`` overlapping tiles in ``N`` dimensions, far below
+    half a float32 ulp (``≥ 2⁻²⁵·|x|``) for any ``k, N < 2²⁶``, so it rounds back to ``x``
+    bit for bit (zeros, subnormals, infinities and NaNs included; no overflow, since
+    ``|wᵢ·x| ≤ |x|``; no underflow of the weights, each at least ``10⁻³ᴺ``).
 
     Args:
         predictor: callable mapping a float32 batch ``(B, C, *tile)`` on ``device`` to
@@ -167,8 +173,8 @@ def sliding_window(
         overlap: overlap of neighbouring tiles, per axis or for all: a float in ``[0, 1)``
             is a fraction of the tile (``floor(overlap · tile)`` voxels), an int is a number
             of voxels in ``[0, tile)``.
-        blend: ``"gaussian"`` (separable Gaussian, σ = tile/8 per axis, peak 1, floored at
-            1e-3) or ``"constant"`` (all weights 1).
+        blend: ``"gaussian"`` (separable Gaussian, σ = tile/8 per axis, peak 1, each axis
+            floored at 1e-3) or ``"constant"`` (all weights 1).
         batch_size: number of tiles per predictor call.
         out: writable ``(C_out, *spatial)`` array-like (NumPy, memmap, h5py dataset);
             ``None`` allocates a NumPy float32 array.
@@ -227,22 +233,37 @@ def sliding_window(
     starts = [tile_starts(s, t, st) for s, t, st in zip(spatial, tile, steps, strict=True)]
     n_tiles = math.prod(len(axis) for axis in starts)
 
-    weight_cache: dict[tuple, np.ndarray] = {}
+    # 1-D weights per axis for a tile that starts at ``s``; a tile's weight is their outer
+    # product, and the weights summed over all tiles are the outer product of ``sums``.
+    def axis_weight(axis: int, s: int) -> np.ndarray:
+        first, last = s == 0, s + extent[axis] == spatial[axis]
+        return _axis_weight(tile[axis], extent[axis], margin[axis], first, last, blend)
 
-    def tile_weight(start: tuple[int, ...]) -> np.ndarray:
-        faces = tuple((s == 0, s + e == n) for s, e, n in zip(start, extent, spatial, strict=True))
-        if faces not in weight_cache:
-            axes = [
-                _axis_weight(t, e, m, first, last, blend)
-                for t, e, m, (first, last) in zip(tile, extent, margin, faces, strict=True)
-            ]
-            weight = axes[0]
-            for axis in axes[1:]:
-                weight = np.multiply.outer(weight, axis)
-            if blend == "gaussian":
-                weight = np.where(weight > 0, np.maximum(weight, _MIN_GAUSSIAN_WEIGHT), 0.0)
-            weight_cache[faces] = weight
-        return weight_cache[faces]
+    sums = []
+    for axis, axis_starts in enumerate(starts):
+        total = np.zeros(spatial[axis], dtype=np.float64)
+        for s in axis_starts:
+            total[s : s + extent[axis]] += axis_weight(axis, s)
+        sums.append(total)
+
+    # A tile's weight is first[i0] · rest[i1, …]: the 1-D weight of the first axis times the
+    # product over the other axes, cached by which volume faces the tile touches (at most
+    # 3^(N-1) small arrays; the full N-D weight is never stored).
+    first_cache: dict[int, torch.Tensor] = {}
+    rest_cache: dict[tuple, torch.Tensor] = {}
+
+    def tile_weight(start: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if start[0] not in first_cache:
+            values = torch.from_numpy(axis_weight(0, start[0]))
+            first_cache[start[0]] = values.reshape(-1, *[1] * (ndim - 1))
+        faces = tuple((s == 0, s + e == n) for s, e, n in
+                      zip(start[1:], extent[1:], spatial[1:], strict=True))
+        if faces not in rest_cache:
+            rest = np.ones(())
+            for a, s in enumerate(start[1:], start=1):
+                rest = np.multiply.outer(rest, axis_weight(a, s))
+            rest_cache[faces] = torch.from_numpy(rest)
+        return first_cache[start[0]], rest_cache[faces]
 
     def batches() -> Iterator[list[tuple[int, ...]]]:
         # Axis 0 outermost: tiles arrive in non-decreasing order of their first-axis start.
@@ -250,18 +271,27 @@ def sliding_window(
         while batch := list(itertools.islice(positions, batch_size)):
             yield batch
 
-    num = den = None  # slab accumulators, rows [lo, lo + extent[0]) of the first axis
+    num: torch.Tensor | None = None  # slab of Σ w·p, rows [lo, lo + extent[0]) of axis 0
     lo = 0
+
+    # Σ w over the axes after the first, shape spatial[1:]; times a row's sum at each flush
+    cross = torch.ones((), dtype=torch.float64)
+    for values in sums[1:]:
+        cross = cross[..., None] * torch.from_numpy(values)
 
     def flush(rows: int) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
         nonlocal lo
-        dtype = getattr(out, "dtype", np.float32)
-        out[(slice(None), slice(lo, lo + rows))] = (num[:, :rows] / den[:rows]).astype(dtype)
-        num[:, : extent[0] - rows] = num[:, rows:]
+        dtype = np.dtype(getattr(out, "dtype", np.float32))
+        first = torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1))
+        quotient = num[:, :rows] / (first * cross)
+        if dtype == np.float32:  # one rounding, float64 → float32, in torch (threaded)
+            block = quotient.to(torch.float32).numpy()
+        else:
+            block = quotient.numpy().astype(dtype)
+        out[(slice(None), slice(lo, lo + rows))] = block
+        num[:, : extent[0] - rows] = num[:, rows:].clone()
         num[:, extent[0] - rows :] = 0.0
-        den[: extent[0] - rows] = den[rows:]
-        den[extent[0] - rows :] = 0.0
         lo += rows
 
     with torch.no_grad(), tqdm(total=n_tiles, disable=not progress, desc="tiles") as bar:
@@ -295,17 +325,18 @@ def sliding_window(
                     raise ValueError(
                         f"out has {out.shape[0]} channels but the predictor returned {channels}"
                     )
-                num = np.zeros((channels, extent[0], *spatial[1:]), dtype=np.float64)
-                den = np.zeros((extent[0], *spatial[1:]), dtype=np.float64)
-            prediction = prediction.detach().to("cpu", torch.float64).numpy()
+                num = torch.zeros((channels, extent[0], *spatial[1:]), dtype=torch.float64)
+            prediction = prediction.detach().to("cpu")
+            if prediction.dtype not in (torch.float32, torch.float64):
+                prediction = prediction.to(torch.float64)  # exact for float16/bfloat16/ints
             crop = (slice(None), *(slice(0, e) for e in extent))
             for start, window, pred in zip(batch, windows, prediction, strict=True):
                 if start[0] > lo:
                     flush(start[0] - lo)
-                weight = tile_weight(start)
                 local = (slice(start[0] - lo, start[0] - lo + extent[0]), *window[1:])
-                num[(slice(None), *local)] += pred[crop] * weight
-                den[local] += weight
+                # Σ w·p in float64 (float32/float16 predictions are promoted exactly)
+                first, rest = tile_weight(start)
+                num[(slice(None), *local)].addcmul_(pred[crop] * first, rest)
             bar.update(len(batch))
         flush(spatial[0] - lo)
     return out

@@ -69,7 +69,7 @@ def test_dncnn_layers_are_plain_torch():
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
-        ({"ndim": 4}, "ndim"),
+        ({"ndim": True}, "ndim"),
         ({"ndim": 0}, "ndim"),
         ({"depth": 1}, "depth"),
         ({"width": 0}, "width"),

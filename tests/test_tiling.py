@@ -248,3 +248,46 @@ def test_output_is_streamed_in_slabs():
     assert ends[-1] == 50
     assert max(stop - start for start, stop in out.rows) <= 8
     np.testing.assert_array_equal(out.array, x)
+
+
+@pytest.mark.parametrize("blend, margin", [("gaussian", 0), ("gaussian", 1), ("constant", 1)])
+def test_blend_weights_match_the_documented_formula(blend, margin):
+    """Each tile predicts a different constant; the output is Σ w c / Σ w with the weight of a
+    tile the product over axes of max(Gaussian, 1e-3) (or 1), zeroed in ``margin`` voxels at
+    inner faces: an explicit full-volume float64 reference, corners of tiles included."""
+    spatial, tile, overlap = (21, 9, 30), (8, 12, 10), (4, 0, 4)  # axis 1 shorter than tile
+    constants = iter(range(1, 10_000))
+
+    def predictor(batch):
+        return torch.stack([torch.full_like(x, float(next(constants))) for x in batch])
+
+    x = np.zeros((1, *spatial), np.float32)
+    got = sliding_window(predictor, x, tile, overlap=overlap, blend=blend, batch_size=3,
+                         margin=(margin, 0, margin), progress=False)
+
+    def axis_weight(t, start, extent, size, m):
+        i = np.arange(extent, dtype=np.float64)
+        if blend == "gaussian":
+            w = np.maximum(np.exp(-0.5 * ((i - (t - 1) / 2) / (t / 8)) ** 2), 1e-3)
+        else:
+            w = np.ones(extent)
+        if m and start > 0:
+            w[:m] = 0.0
+        if m and start + extent < size:
+            w[extent - m:] = 0.0
+        return w
+
+    num, den = np.zeros(spatial), np.zeros(spatial)
+    extents = [min(t, n) for t, n in zip(tile, spatial)]
+    starts = [tile_starts(n, t, t - o) for n, t, o in zip(spatial, tile, overlap)]
+    margins = (margin, 0, margin)
+    for c, corner in enumerate(np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T,
+                               start=1):
+        w = np.ones(())
+        for a in range(3):
+            w = np.multiply.outer(w, axis_weight(tile[a], corner[a], extents[a], spatial[a],
+                                                 margins[a]))
+        window = tuple(slice(s, s + e) for s, e in zip(corner, extents))
+        num[window] += c * w
+        den[window] += w
+    np.testing.assert_allclose(got[0], num / den, rtol=1e-6)
