@@ -389,7 +389,9 @@ def save(
     temporary file. An HDF5 output is a new file holding only that dataset.
 
     Args:
-        volume_or_array: a :class:`Volume` (read whole) or an array ``(X, Y, Z[, T])``.
+        volume_or_array: a :class:`Volume` (read whole) or an array ``(X, Y, Z[, T])``;
+            an ``np.memmap`` is checked, converted and written slab by slab (through a
+            scratch file beside the output, removed afterwards), never loaded whole.
         path: ``.nii``, ``.nii.gz`` or ``file.h5[:/group/dataset]`` (default ``/data``).
         like: template volume, typically the input the data was computed from.
         dtype_policy: ``"input"`` keeps the template's on-disk dtype, ``"float32"``
@@ -432,10 +434,15 @@ def save(
     if os.path.lexists(file) and not overwrite:
         raise FileExistsError(f"{file}: exists, pass overwrite=True to replace it")
 
-    values = volume.read() if volume is not None else np.asarray(volume_or_array)
+    values = volume.read() if volume is not None else volume_or_array
+    if not isinstance(values, np.memmap):
+        values = np.asarray(values)
     bad = 0
     if values.dtype.kind in "fc":
-        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        bad = sum(
+            int(values[rows].size - np.count_nonzero(np.isfinite(values[rows])))
+            for rows in _row_chunks(values)
+        )
     if bad and nonfinite == "raise":
         raise ValueError(f"{path}: {bad} non-finite (NaN/inf) values; pass nonfinite='allow'")
 
@@ -446,14 +453,29 @@ def save(
     slope = inter = None
     if template is not None and template.scl_slope is not None and out_dtype.kind in "iu":
         slope, inter = template.scl_slope, template.scl_inter or 0.0
-    raw = _to_dtype(values, out_dtype, slope, inter)
 
     writer = _write_hdf5 if hdf5 else _write_nifti
     folder = os.path.dirname(os.path.abspath(file))
     name = os.path.basename(file)
     handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=suffix or ".h5")
     os.close(handle)
+    scratch = raw = None
     try:
+        if isinstance(values, np.memmap):
+            # Streaming: convert slab by slab into a scratch memmap beside the output, so
+            # that a volume larger than memory is never held in it.
+            if values.dtype == out_dtype and out_dtype.kind not in "iu":
+                raw = values
+            else:
+                handle, scratch = tempfile.mkstemp(dir=folder, prefix=f".{name}.",
+                                                   suffix=".raw")
+                os.close(handle)
+                raw = np.memmap(scratch, dtype=out_dtype, mode="w+", shape=values.shape)
+                for rows in _row_chunks(values):
+                    raw[rows] = _to_dtype(np.asarray(values[rows]), out_dtype, slope, inter)
+                raw.flush()
+        else:
+            raw = _to_dtype(values, out_dtype, slope, inter)
         if hdf5:
             writer(tmp, hdf5.group("dataset") or _DEFAULT_DATASET, raw, volume, template)
         else:
@@ -466,7 +488,25 @@ def save(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        if scratch is not None:
+            raw = None  # closes the scratch memmap before it is removed
+            os.unlink(scratch)
     return path
+
+
+_CHUNK_BYTES = 32 << 20
+
+
+def _row_chunks(array: Any) -> Any:
+    """Slices along the first axis of about ``_CHUNK_BYTES`` each (the whole of a 0-D array)."""
+    if array.ndim == 0:
+        yield ()
+        return
+    row = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    step = max(1, _CHUNK_BYTES // max(row, 1))
+    for start in range(0, array.shape[0], step):
+        yield slice(start, min(start + step, array.shape[0]))
 
 
 def _to_dtype(
@@ -516,7 +556,13 @@ def _write_hdf5(
     h5py = _import_h5py()
     source = template if template is not None else volume
     with h5py.File(tmp, "w") as handle:
-        node = handle.create_dataset(dataset, data=raw, chunks=True if raw.ndim else None)
+        if isinstance(raw, np.memmap):  # written slab by slab
+            node = handle.create_dataset(dataset, shape=raw.shape, dtype=raw.dtype,
+                                         chunks=True if raw.ndim else None)
+            for rows in _row_chunks(raw):
+                node[rows] = np.asarray(raw[rows])
+        else:
+            node = handle.create_dataset(dataset, data=raw, chunks=True if raw.ndim else None)
         if source is not None and isinstance(source.header, dict):
             node.attrs.update(source.header)
         node.attrs["spacing"] = np.asarray(

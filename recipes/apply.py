@@ -28,8 +28,14 @@ padding), and ``margin = overlap // 2`` voxels are dropped at each tile face ins
 volume, so a convolutional model whose receptive radius is at most ``margin`` gives the
 same result as on the whole volume at once.
 
-Memory: the reads are tile by tile, but the result of each volume is collected in an
-in-memory float32 array of the volume's shape before it is saved (4 bytes per voxel).
+Memory: the reads are tile by tile, and the result is written slab by slab into a float32
+scratch file beside the output (``np.memmap``, removed afterwards), then converted and
+saved slab by slab, so a volume larger than memory never has to fit in it; the disk needs
+room for the scratch file (4 bytes per voxel) besides the output.
+
+Spacing: a checkpoint trained with a density in millimetres (``gaussian:1.0mm``) records
+the voxel spacing it was resolved against; a volume with another spacing is still
+denoised, and its summary line says so.
 
 Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set), the inputs are sharded: rank ``r`` of
 ``W`` processes inputs ``r, r + W, …`` (no process group is needed), each on
@@ -47,6 +53,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -192,7 +199,7 @@ def _denoise(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     rank, world = _shard()
     device = _device(args.device, world)
-    model_ndim = _model_ndim(args.model)
+    model_ndim, model_spacing = _model_info(args.model)
     model = load_denoiser(args.model, device)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -212,7 +219,7 @@ def _denoise(args: argparse.Namespace) -> int:
         try:
             if i in clash:
                 raise ValueError(clash[i])
-            print(_denoise_file(model, model_ndim, path, args, device), flush=True)
+            print(_denoise_file(model, model_ndim, model_spacing, path, args, device), flush=True)
         except Exception as err:
             failed += 1
             message = one_line(err)
@@ -225,6 +232,7 @@ def _denoise(args: argparse.Namespace) -> int:
 def _denoise_file(
     model: torch.nn.Module,
     model_ndim: int,
+    model_spacing: tuple[float, ...] | None,
     path: str,
     args: argparse.Namespace,
     device: torch.device,
@@ -242,51 +250,86 @@ def _denoise_file(
         output = _output_path(volume.source or path, args.output_dir)
         _check_output(path, output, args.overwrite)
         lo, hi = robust_range(volume)
-        frames = [None] if walk == "whole" else list(range(volume.shape[-1]))
-        spatial = volume.shape if walk == "whole" else volume.shape[:-1]
-        tile = tuple(min(args.tile, n) for n in spatial)
-        overlap = tuple(math.floor(args.overlap * t) for t in tile)
-        margin = tuple(ov // 2 for ov in overlap)
-        tiles = math.prod(
-            len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
+        handle, scratch = tempfile.mkstemp(
+            dir=args.output_dir, prefix=f".{os.path.basename(_file_part(output))}.",
+            suffix=".result",
         )
-        result = np.empty(volume.shape, dtype=np.float32)
-        with tqdm(
-            total=tiles * len(frames),
-            desc=os.path.basename(_file_part(path)),
-            unit="tile",
-            disable=args.quiet,
-            leave=False,
-        ) as bar:
-
-            def predict(batch: torch.Tensor) -> torch.Tensor:
-                prediction = model(batch)
-                bar.update(batch.shape[0])
-                return prediction
-
-            for frame in frames:
-                sliding_window(
-                    predict,
-                    _Normalised(volume, lo, hi - lo, frame),
-                    tile,
-                    overlap=overlap,
-                    blend=args.blend,
-                    batch_size=args.batch,
-                    out=result[None] if frame is None else result[None, ..., frame],
-                    device=device,
-                    progress=False,
-                    out_channels=1,
-                    margin=margin,
-                )
-        result *= np.float32(hi - lo)
-        result += np.float32(lo)
-        volumes.save(result, output, like=volume, dtype_policy=args.dtype, overwrite=args.overwrite)
+        os.close(handle)
+        try:
+            result = np.memmap(scratch, dtype=np.float32, mode="w+", shape=volume.shape)
+            _predict_into(result, model, volume, args, device, walk, lo, hi,
+                          os.path.basename(_file_part(path)))
+            volumes.save(result, output, like=volume, dtype_policy=args.dtype,
+                         overwrite=args.overwrite)
+        finally:
+            result = None  # closes the memmap before its file is removed
+            os.unlink(scratch)
     seconds = time.perf_counter() - start
     shape = "×".join(map(str, volume.shape))
+    note = _spacing_note(model_spacing, volume.spacing[:len(model_spacing or ())])
     return (
         f"{path} -> {output}: shape {shape}, {seconds:.2f} s, "
         f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) -> [0, 1]"
+        + note
     )
+
+
+def _spacing_note(model: tuple[float, ...] | None, volume: tuple[float, ...]) -> str:
+    """A note when the model's density was resolved for another voxel spacing."""
+    if not model or np.allclose(model, volume, rtol=1e-3):
+        return ""
+    return (
+        f"; note: the model's density is in mm for spacing {'×'.join(f'{s:g}' for s in model)}"
+        f", this volume has {'×'.join(f'{s:g}' for s in volume)}"
+    )
+
+
+def _predict_into(
+    result: np.ndarray,
+    model: torch.nn.Module,
+    volume: volumes.Volume,
+    args: argparse.Namespace,
+    device: torch.device,
+    walk: str,
+    lo: float,
+    hi: float,
+    label: str,
+) -> None:
+    """Denoise ``volume`` into ``result`` tile by tile, in [0, 1], and map it back."""
+    frames = [None] if walk == "whole" else list(range(volume.shape[-1]))
+    spatial = volume.shape if walk == "whole" else volume.shape[:-1]
+    tile = tuple(min(args.tile, n) for n in spatial)
+    overlap = tuple(math.floor(args.overlap * t) for t in tile)
+    tiles = math.prod(
+        len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
+    )
+    with tqdm(
+        total=tiles * len(frames), desc=label, unit="tile", disable=args.quiet, leave=False
+    ) as bar:
+
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            prediction = model(batch)
+            bar.update(batch.shape[0])
+            return prediction
+
+        for frame in frames:
+            sliding_window(
+                predict,
+                _Normalised(volume, lo, hi - lo, frame),
+                tile,
+                overlap=overlap,
+                blend=args.blend,
+                batch_size=args.batch,
+                out=result[None] if frame is None else result[None, ..., frame],
+                device=device,
+                progress=False,
+                out_channels=1,
+                margin=tuple(ov // 2 for ov in overlap),
+            )
+    for rows in range(0, result.shape[0], 16):  # back to the input's units, by slabs
+        block = result[rows : rows + 16]
+        block *= np.float32(hi - lo)
+        block += np.float32(lo)
 
 
 def _file_part(path: str) -> str:
@@ -310,14 +353,18 @@ def _check_output(path: str, output: str, overwrite: bool) -> None:
         raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
 
 
-def _model_ndim(checkpoint: str) -> int:
-    """Spatial dims of a checkpoint's model: its sidecar's ``description.model.ndim``
-    (default 2); the model must take one channel, as the volumes have."""
+def _model_info(checkpoint: str) -> tuple[int, tuple[float, ...] | None]:
+    """Spatial dims of a checkpoint's model (its sidecar's ``description.model.ndim``,
+    default 2) and, when its density is in mm, the voxel spacing it was resolved for; the
+    model must take one channel, as the volumes have."""
     sidecar_path = Path(checkpoint).with_suffix(".json")
     try:
         description = json.loads(sidecar_path.read_text("utf-8"))["description"]
         ndim = int(description["model"].get("ndim", 2))
         channels = int(description["model"].get("channels", description["data"]["channels"]))
+        density = description.get("density") or ""
+        spacing = (tuple(float(v) for v in description["spacing"])
+                   if "spacing=" in density and description.get("spacing") else None)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint sidecar {sidecar_path} does not exist") from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -326,7 +373,7 @@ def _model_ndim(checkpoint: str) -> int:
         ) from None
     if channels != 1:
         raise ValueError(f"{checkpoint}: the model takes {channels} channels, volumes have one")
-    return ndim
+    return ndim, spacing
 
 
 def _shard() -> tuple[int, int]:

@@ -224,11 +224,17 @@ def test_train_then_denoise_a_volume(tmp_path, capsys):
     capsys.readouterr()
     target = _nifti(tmp_path / "scan.nii.gz", _phantom((20, 18, 16), seed=3),
                     zooms=(1.0, 1.0, 2.0))
-    code = main(["denoise", target, "-o", str(tmp_path / "den"), "--model", str(checkpoint),
-                 "--tile", "12", "--quiet"])
+    iso = _nifti(tmp_path / "iso.nii.gz", _phantom((20, 18, 16), seed=4))
+    code = main(["denoise", target, iso, "-o", str(tmp_path / "den"), "--model",
+                 str(checkpoint), "--tile", "12", "--quiet"])
     assert code == 0
     result = nib.load(str(tmp_path / "den" / "scan.nii.gz"))
     assert result.shape == (20, 18, 16)
+    lines = capsys.readouterr().out.splitlines()
+    assert "note" not in lines[0]  # trained on the same 1 × 1 × 2 mm voxels
+    assert "note: the model's density is in mm for spacing 1×1×2, this volume has 1×1×1" in (
+        lines[1])
+    assert sorted(p.name for p in (tmp_path / "den").iterdir()) == ["iso.nii.gz", "scan.nii.gz"]
 
 
 def test_train_and_denoise_4d_series_with_a_4d_model(tmp_path):
