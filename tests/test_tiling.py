@@ -278,8 +278,8 @@ def test_blend_weights_match_the_documented_formula(blend, margin):
         return w
 
     num, den = np.zeros(spatial), np.zeros(spatial)
-    extents = [min(t, n) for t, n in zip(tile, spatial)]
-    starts = [tile_starts(n, t, t - o) for n, t, o in zip(spatial, tile, overlap)]
+    extents = [min(t, n) for t, n in zip(tile, spatial, strict=True)]
+    starts = [tile_starts(n, t, t - o) for n, t, o in zip(spatial, tile, overlap, strict=True)]
     margins = (margin, 0, margin)
     for c, corner in enumerate(np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T,
                                start=1):
@@ -287,7 +287,7 @@ def test_blend_weights_match_the_documented_formula(blend, margin):
         for a in range(3):
             w = np.multiply.outer(w, axis_weight(tile[a], corner[a], extents[a], spatial[a],
                                                  margins[a]))
-        window = tuple(slice(s, s + e) for s, e in zip(corner, extents))
+        window = tuple(slice(s, s + e) for s, e in zip(corner, extents, strict=True))
         num[window] += c * w
         den[window] += w
     np.testing.assert_allclose(got[0], num / den, rtol=1e-6)

@@ -177,19 +177,19 @@ def test_series_train_a_3d_model_frame_by_frame(tmp_path):
 
 def test_bad_volume_data_is_named(tmp_path):
     flat = _nifti(tmp_path / "flat.nii.gz", np.zeros((16, 16, 16), np.float32))
-    with pytest.raises(ValueError, match="flat.nii.gz.*empty intensity range"):
+    with pytest.raises(ValueError, match=r"flat.nii.gz.*empty intensity range"):
         VolumeDenoiseTask(_config(train=[flat]), "standard")
     two_d = _nifti(tmp_path / "slice.nii.gz", np.ones((16, 16), np.float32), zooms=(1.0, 1.0))
-    with pytest.raises(ValueError, match="data.train.*2 axes"):
+    with pytest.raises(ValueError, match=r"data.train.*2 axes"):
         VolumeDenoiseTask(_config(train=[two_d]), "standard")
     ok = _nifti(tmp_path / "ok.nii.gz", _phantom())
     with pytest.raises(ValueError, match="patch_size 30"):
         VolumeDenoiseTask(_config(train=[ok], patch_size=30), "standard")
-    with pytest.raises(ValueError, match="data.holdout"):
+    with pytest.raises(ValueError, match=r"data.holdout"):
         VolumeDenoiseTask(_config(train=[ok], holdout=1.5), "standard")
     with pytest.raises(ValueError, match="SSIM needs at least 11"):
         VolumeDenoiseTask(_config(train=[ok], holdout=0.1), "standard")
-    with pytest.raises(ValueError, match="noise.kind"):
+    with pytest.raises(ValueError, match=r"noise.kind"):
         cfg = _config(train=[ok])
         cfg["noise"]["kind"] = "poisson"
         VolumeDenoiseTask(cfg, "standard")
@@ -278,7 +278,7 @@ def test_noise_flag_is_checked(capsys):
 def test_embedded_mni_template(tmp_path):
     pytest.importorskip("nilearn")
     task = VolumeDenoiseTask(_config(train="embedded:mni152", crop="foreground"), "standard")
-    (name, clean, noisy), = task.validation
+    (name, clean, _), = task.validation
     assert name == "mni152[holdout]" and task.spacing == (1.0, 1.0, 1.0)
     # the template's brain, cropped to its bounding box, with the top quarter held out
     train_shape = task.describe()["data"]["train_shapes"]["mni152"]
