@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ndwconv.adapters.tiling import sliding_window
 
 __all__ = ["denoise_image", "psnr", "ssim", "ssim_nd", "to_uint8_scale"]
 
@@ -188,17 +189,6 @@ def _describe(x: object) -> str:
     return f"shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
-def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
-    """Tile origins along one axis: every ``stride``, the last one shifted inward to end at
-    ``size``; a single tile when the axis fits in one."""
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile + 1, stride))
-    if starts[-1] != size - tile:
-        starts.append(size - tile)
-    return starts
-
-
 def denoise_image(
     model: nn.Module,
     noisy: Tensor,
@@ -214,7 +204,8 @@ def denoise_image(
     on the sides it shares with other tiles (where the cut, not the image, bordered the
     input); the kept parts, which cover the image, are averaged with constant weights. So
     for a model whose receptive-field radius is at most ``overlap // 2`` the tiled result
-    equals the untiled one. Works for any number of spatial axes.
+    equals the untiled one. Works for any number of spatial axes: the tiles are those of
+    ``ndwconv.adapters.tiling.sliding_window`` (constant blend, ``margin = overlap // 2``).
 
     The model must already be on ``device`` and in the mode wanted (call ``.eval()`` for
     inference with batch normalisation); this function changes neither.
@@ -259,33 +250,23 @@ def denoise_image(
             )
         return out.to("cpu")
 
-    with torch.no_grad():
-        if tile is None or all(size <= tile for size in spatial):
+    if tile is None or all(size <= tile for size in spatial):
+        with torch.no_grad():
             return run(noisy)
-        total: Tensor | None = None
-        count = torch.zeros(spatial, dtype=torch.float64)
-        axes = [_tile_starts(size, tile, tile - overlap) for size in spatial]
-        for corner in itertools.product(*axes):
-            window = [slice(c, min(c + tile, n)) for c, n in zip(corner, spatial, strict=True)]
-            out = run(noisy[(slice(None), *window)])
-            keep, inner = _kept_part(window, spatial, overlap // 2)
-            if total is None:  # float64 sums: averages of equal values stay exact
-                total = torch.zeros((out.shape[0], *spatial), dtype=torch.float64)
-            total[(slice(None), *keep)] += out[(slice(None), *inner)]
-            count[keep] += 1
-        return (total / count).to(out.dtype)
+    # One tiler for every N: ndwconv.adapters.tiling, constant blend, margin overlap // 2.
+    tiles = tuple(min(tile, size) for size in spatial)
+    overlaps = tuple(overlap if t < size else 0 for t, size in zip(tiles, spatial, strict=True))
+    result = sliding_window(
+        lambda batch: model(batch),
+        noisy.detach().to("cpu"),
+        tiles,
+        overlap=overlaps,
+        blend="constant",
+        batch_size=1,
+        device=device,
+        progress=False,
+        margin=tuple(ov // 2 for ov in overlaps),
+    )
+    return torch.from_numpy(result)
 
 
-def _kept_part(
-    window: list[slice], spatial: tuple[int, ...], margin: int
-) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """The part of a tile's output that is kept: all but ``margin`` pixels on each side
-    that borders another tile, as slices of the image and of the tile."""
-    keep = tuple(
-        slice(w.start + (margin if w.start > 0 else 0), w.stop - (margin if w.stop < n else 0))
-        for w, n in zip(window, spatial, strict=True)
-    )
-    inner = tuple(
-        slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window, strict=True)
-    )
-    return keep, inner
