@@ -610,7 +610,8 @@ def report_markdown(results: Mapping[str, Any]) -> str:
         f"# Denoising: standard vs weighted convolution ({cfg.get('name', '?')})",
         "",
         f"Model `{json.dumps(cfg.get('model', {}))}`, density "
-        f"`{cfg.get('weighted', {}).get('density', 'default')}`; noise σ = "
+        f"`{cfg.get('weighted', {}).get('density', 'default')}`; "
+        f"{cfg.get('noise', {}).get('kind', 'gaussian')} noise σ = "
         f"{cfg.get('noise', {}).get('sigma')} (training), "
         f"{cfg.get('noise', {}).get('validation_sigma', cfg.get('noise', {}).get('sigma'))} "
         f"(validation); {train.get('steps')} steps of batch {train.get('batch_size')} per run; "
