@@ -665,9 +665,13 @@ def _figure(
         return None
     clean = crops.get("clean")
     volume = clean is not None and clean.ndim >= 3
-    rows = 3 if volume else 1
-    fig = Figure(figsize=(14, 4.2 if not volume else 9.5))
-    grid = fig.add_gridspec(rows, 5, width_ratios=[1.6, 1, 1, 1, 1])
+    if volume:  # rows: slices across axes 0, 1, 2, shown (Y, Z)ᵀ, (X, Z)ᵀ, (X, Y)ᵀ
+        heights = [clean.shape[2], clean.shape[2], clean.shape[1]]
+        fig = Figure(figsize=(14, 3.0 + 7.0 * sum(heights) / (sum(heights) + clean.shape[0])))
+        grid = fig.add_gridspec(3, 5, width_ratios=[1.6, 1, 1, 1, 1], height_ratios=heights)
+    else:
+        fig = Figure(figsize=(14, 4.2))
+        grid = fig.add_gridspec(1, 5, width_ratios=[1.6, 1, 1, 1, 1])
     ax = fig.add_subplot(grid[:, 0] if volume else grid[0, 0])
     colours = {"standard": "tab:blue", "weighted": "tab:orange"}
     for run in results["runs"]:
