@@ -334,6 +334,16 @@ def make_task(
         if isinstance(data, (str, Path)):
             data = [str(data)]
         return VolumeDenoiseTask(config, method, None if data is None else [str(d) for d in data])
+    items = [data] if isinstance(data, (str, Path)) else list(data or [])
+    volume_like = [str(p) for p in items if str(p).lower().endswith(
+        (".nii", ".nii.gz", ".h5", ".hdf5")) or ".h5:" in str(p).lower()]
+    if volume_like:
+        raise ValueError(
+            f"{volume_like[0]!r} is a volume, but the configuration "
+            f"{config.get('name', '')!r} is an image one (model.ndim "
+            f"{config.get('model', {}).get('ndim', 2)}); train on volumes with --ndim 3 "
+            "(or 4), e.g. `ndwconv train denoise --ndim 3 --data scan.nii.gz`"
+        )
     if data is not None and not isinstance(data, (str, Path)):
         items = list(data)
         if len(items) != 1:

@@ -201,6 +201,8 @@ def test_image_configs_refuse_rician_noise_and_several_roots():
         make_task(cfg, "standard")
     with pytest.raises(ValueError, match="one data folder"):
         make_task(load_config("quick"), "standard", ["a", "b"])
+    with pytest.raises(ValueError, match=r"is a volume.*--ndim 3"):
+        make_task(load_config("quick"), "standard", ["scan.nii.gz"])
 
 
 # ------------------------------------------------------------------ command line, end to end
