@@ -611,6 +611,19 @@ def verdict(results: Mapping[str, Any]) -> str:
     )
 
 
+def _data_line(cfg: Mapping[str, Any], data_root: Any) -> str:
+    data = cfg.get("data", {})
+    if isinstance(data_root, list):  # volumes given on the command line
+        return (
+            f"Data: train {', '.join(f'`{p}`' for p in data_root)} (--data), validation "
+            f"`{data.get('validation', 'holdout')}`."
+        )
+    return (
+        f"Data: train `{data.get('train')}`, validation `{data.get('validation')}`"
+        + (f" under `{data_root}`." if data_root else ".")
+    )
+
+
 def report_markdown(results: Mapping[str, Any]) -> str:
     """The Markdown report of a comparison."""
     cfg = results["config"]
@@ -626,9 +639,7 @@ def report_markdown(results: Mapping[str, Any]) -> str:
         f"{cfg.get('noise', {}).get('validation_sigma', cfg.get('noise', {}).get('sigma'))} "
         f"(validation); {train.get('steps')} steps of batch {train.get('batch_size')} per run; "
         f"seeds {', '.join(map(str, results['seeds']))}.",
-        f"Data: train `{cfg.get('data', {}).get('train')}`, validation "
-        f"`{cfg.get('data', {}).get('validation')}`"
-        + (f" under `{results['data_root']}`." if results.get("data_root") else "."),
+        _data_line(cfg, results.get("data_root")),
         "",
         format_table(results),
         "",
