@@ -529,3 +529,18 @@ def test_train_command_reports_bad_input_in_one_line(tmp_path, capsys):
     assert code == 1 and len(err) == 1 and "train.stpes" in err[0]
     code = main(["train", "denoise", "--config", "no-such-config", "--out", str(tmp_path)])
     assert code == 1 and "no-such-config" in capsys.readouterr().err
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    """Outputs are readable as any new file is (0o666 less the umask), not owner-only like
+    the temporary file they were written through; a failed write leaves nothing."""
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "report.md"
+        tr.atomic_write(target, lambda p: p.write_text("x", "utf-8"))
+        assert target.stat().st_mode & 0o777 == 0o644
+        with pytest.raises(RuntimeError):
+            tr.atomic_write(tmp_path / "bad.md", lambda p: (_ for _ in ()).throw(RuntimeError()))
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
