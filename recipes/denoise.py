@@ -668,7 +668,9 @@ def report_markdown(results: Mapping[str, Any]) -> str:
         "",
         f"Machine: {machine['processor']}, {machine['platform']}, {machine['torch_threads']} "
         f"torch threads, device {machine['device']}; ndwconv {results['versions']['ndwconv']}, "
-        f"torch {results['versions']['torch']}. Wall time {results['wall_seconds'] / 60:.1f} min.",
+        f"torch {results['versions']['torch']}. Training time, summed over the runs: "
+        f"{sum(r['train_seconds'] for r in runs) / 60:.1f} min; wall time of this invocation "
+        f"(runs resumed here count only their rescoring): {results['wall_seconds'] / 60:.1f} min.",
         "",
         "Files: `results.json` (raw), `per_image.csv`, `figure.png`, and each run's "
         "`seed-S/METHOD/` folder (checkpoints, `metrics.jsonl`, `curves.png`).",
