@@ -166,7 +166,9 @@ def sliding_window(
     Args:
         predictor: callable mapping a float32 batch ``(B, C, *tile)`` on ``device`` to
             ``(B, C_out, *tile)`` (same spatial size, any device/dtype). It is called under
-            ``torch.no_grad()``.
+            ``torch.no_grad()``. On the CPU the batch is one tensor refilled for every
+            call, so a predictor must not keep it (returning it, as an identity does, is
+            fine: each prediction is used up before the next call).
         source: ``(C, *spatial)`` array-like with ``.shape`` and slicing: NumPy array,
             ``np.memmap``, h5py dataset or torch tensor. The channel axis always comes first.
         tile: tile size, one int for every axis or one per spatial axis.
@@ -294,14 +296,21 @@ def sliding_window(
         num[:, extent[0] - rows :] = 0.0
         lo += rows
 
+    inputs: torch.Tensor | None = None
     with torch.no_grad(), tqdm(total=n_tiles, disable=not progress, desc="tiles") as bar:
         for batch in batches():
             windows = [
                 tuple(slice(s, s + e) for s, e in zip(start, extent, strict=True))
                 for start in batch
             ]
-            inputs = np.stack([_read_tile(source, w, tile) for w in windows])
-            prediction = predictor(torch.from_numpy(inputs).to(device))
+            # one batch tensor from PyTorch's allocator, refilled for every call
+            if inputs is None:
+                inputs = torch.empty((batch_size, shape[0], *tile), dtype=torch.float32)
+            view = inputs[: len(batch)]
+            staging = view.numpy()
+            for i, w in enumerate(windows):
+                staging[i] = _read_tile(source, w, tile)
+            prediction = predictor(view.to(device))
             if (
                 not isinstance(prediction, torch.Tensor)
                 or prediction.ndim != ndim + 2

@@ -30,6 +30,7 @@ Usage::
     python benchmarks/tiling.py --quick         # tile 32³, volumes 64³ and 96³, seconds
     python benchmarks/tiling.py                 # tile 64³, volumes 192³ and 384³
     python benchmarks/tiling.py --repeats 1 --threads 2 --json tiling.json
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/tiling.py --threads 2   # huge pages for both
 
 MONAI is needed for this benchmark only (``pip install monai``); it is not a dependency of
 ndwconv.
@@ -435,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     info["repeats"] = f"{args.repeats} interleaved repeats per case, no warm-up runs"
     info["HDF5"] = "contiguous float32 datasets in a temporary file (page cache warm after writing)"
+    info["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset") + (
+        " (PyTorch backs large CPU tensors with transparent huge pages when 1)"
+    )
     if args.quick:
         info["note"] = "--quick: small volumes, a smoke test, not a measurement"
     print("## Sliding-window inference: ndwconv vs MONAI\n")
