@@ -56,6 +56,7 @@ from ndwconv.adapters.volumes import is_physical, physical_density
 
 from . import data as data_mod
 from . import metrics
+from ._scoring import ScoredTask
 from .config import check_section
 from .denoise_volumes import VolumeDenoiseTask, check_volume_config, is_volume_config
 from .models import build_model, make_weighted
@@ -173,7 +174,7 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {"model": model, "data": data, "noise": noise, "eval": evals, "weighted": weighted}
 
 
-class DenoiseTask:
+class DenoiseTask(ScoredTask):
     """The denoising task for ``ndwconv.recipes.train.fit``.
 
     Args:
@@ -264,21 +265,6 @@ class DenoiseTask:
             model, noisy, tile=tile, overlap=self.config["eval"]["overlap"], device=device
         )
         return metrics.to_uint8_scale(out)
-
-    def evaluate(
-        self, model: nn.Module, device: torch.device, final: bool = True
-    ) -> dict[str, float]:
-        """Mean validation PSNR; during training (``final`` false) of the first
-        ``eval.curve_images`` images only."""
-        if final:
-            # every image, with SSIM and the estimates named in ``keep``: kept in
-            # ``final_rows`` so that ``compare`` need not run the model over them again
-            rows = self.evaluate_images(model, device, keep=self.keep)
-            self.final_rows = rows
-        else:
-            limit = self.config["eval"]["curve_images"] or None
-            rows = self.evaluate_images(model, device, limit=limit, with_ssim=False)
-        return {"psnr": statistics.fmean(r["psnr"] for r in rows)}
 
     def evaluate_images(
         self,

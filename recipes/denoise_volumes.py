@@ -37,7 +37,6 @@ normalised intensity, over each whole validation block, the estimate clipped to 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from ._scoring import ScoredTask
 from .config import check_section
 from .data import NoiseSpec, _seeded_generator
 from .models import build_model, make_weighted
@@ -195,7 +195,7 @@ def _foreground_box(volume: np.ndarray, level: float) -> tuple[slice, ...]:
                                                                strict=True))
 
 
-class VolumeDenoiseTask:
+class VolumeDenoiseTask(ScoredTask):
     """The denoising task on volumes, for ``ndwconv.recipes.train.fit``.
 
     Args:
@@ -234,10 +234,7 @@ class VolumeDenoiseTask:
                 _paths(data_cfg["validation"], "validation"), self.ndim, "validation"
             )
         self.spacing = train_items[0][2]
-        self._mixed_spacing = any(
-            not np.allclose(spacing, self.spacing, rtol=1e-3) for _, _, spacing in train_items
-        )
-        self.spacings = {name: spacing for name, _, spacing in train_items}
+        self.spacings = [(name, spacing) for name, _, spacing in train_items]
 
         def prepare(items: list[tuple[str, Any, Any]], key: str) -> list[tuple[str, np.ndarray]]:
             prepared = []
@@ -316,8 +313,8 @@ class VolumeDenoiseTask:
                     f"{self.ndim}-D model give σ in voxels per axis, e.g. "
                     "'gaussian:1,1,1,1;spacing=2,2,2,1'"
                 )
-            if self._mixed_spacing:
-                listing = ", ".join(f"{n} {s}" for n, s in self.spacings.items())
+            if any(not np.allclose(s, self.spacing, rtol=1e-3) for _, s in self.spacings):
+                listing = ", ".join(f"{n} {s}" for n, s in self.spacings)
                 raise ValueError(
                     f"weighted.density {spec!r} is in mm but the training volumes have "
                     f"different voxel spacings ({listing})"
@@ -363,18 +360,6 @@ class VolumeDenoiseTask:
             "noise": self.config["noise"],
             "spacing": list(self.spacing),
         }
-
-    def evaluate(
-        self, model: nn.Module, device: torch.device, final: bool = True
-    ) -> dict[str, float]:
-        """Mean validation PSNR; during training of the first ``eval.curve_images`` blocks."""
-        if final:
-            rows = self.evaluate_images(model, device, keep=self.keep)
-            self.final_rows = rows
-        else:
-            limit = self.config["eval"]["curve_images"] or None
-            rows = self.evaluate_images(model, device, limit=limit, with_ssim=False)
-        return {"psnr": statistics.fmean(r["psnr"] for r in rows)}
 
     def evaluate_images(
         self,
