@@ -112,16 +112,20 @@ def _axis_weight(
     return weight
 
 
-def _read_tile(source: Any, slices: tuple[slice, ...], tile: tuple[int, ...]) -> np.ndarray:
-    """Read ``source[:, *slices]`` as float32 and replicate-pad it at the end up to ``tile``."""
+def _read_tile(source: Any, slices: tuple[slice, ...], dest: np.ndarray) -> None:
+    """Copy ``source[:, *slices]`` into the float32 tile ``dest``, replicate-padding its end.
+
+    A NumPy source is copied straight from its view (one copy, cast on the way); other
+    sources are read into a new array first.
+    """
     block = source[(slice(None), *slices)]
     if isinstance(block, torch.Tensor):
         block = block.detach().to("cpu", torch.float32).numpy()
-    block = np.asarray(block, dtype=np.float32)
-    pad = [(0, 0)] + [(0, t - b) for t, b in zip(tile, block.shape[1:], strict=True)]
+    block = np.asarray(block)
+    pad = [(0, 0)] + [(0, t - b) for t, b in zip(dest.shape[1:], block.shape[1:], strict=True)]
     if any(after for _, after in pad):
-        block = np.pad(block, pad, mode="edge")
-    return block
+        block = np.pad(block.astype(np.float32, copy=False), pad, mode="edge")
+    np.copyto(dest, block, casting="unsafe")
 
 
 def sliding_window(
@@ -151,9 +155,10 @@ def sliding_window(
     later tile can touch it. A tile's weight is a product of 1-D weights, one per axis, and
     the tiles form a grid, so ``Σ weight`` is the product of 1-D sums and is computed at
     each flush rather than stored. Peak memory is therefore about
-    ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes plus one batch of tiles and the rows
-    being written, independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or
-    an h5py dataset.
+    ``12 · C_out · tile[0] · prod(spatial[1:])`` bytes (the float64 slab and its float32
+    rows for ``out``) plus one batch of tiles, independent of ``spatial[0]``, whether
+    ``out`` is in memory, a memmap or an h5py dataset. These buffers are made once and
+    reused, so tiles and flushes allocate no slab-sized temporaries.
 
     Exactness: a voxel's output is ``Σ wᵢ·pᵢ / Σ wᵢ`` with weights ``0 < wᵢ ≤ 1`` computed in
     float64 and rounded once to ``out``'s dtype. When every ``pᵢ`` equals the same float32
@@ -258,8 +263,9 @@ def sliding_window(
         if start[0] not in first_cache:
             values = torch.from_numpy(axis_weight(0, start[0]))
             first_cache[start[0]] = values.reshape(-1, *[1] * (ndim - 1))
-        faces = tuple((s == 0, s + e == n) for s, e, n in
-                      zip(start[1:], extent[1:], spatial[1:], strict=True))
+        faces = tuple(
+            (s == 0, s + e == n) for s, e, n in zip(start[1:], extent[1:], spatial[1:], strict=True)
+        )
         if faces not in rest_cache:
             rest = np.ones(())
             for a, s in enumerate(start[1:], start=1):
@@ -281,19 +287,30 @@ def sliding_window(
     for values in sums[1:]:
         cross = cross[..., None] * torch.from_numpy(values)
 
+    # Buffers made once, on the first prediction, and reused: every tile and every flush
+    # would otherwise allocate (and page-fault in) fresh slab-sized temporaries.
+    weighted: torch.Tensor | None = None  # one tile's w·p, float64
+    rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
+
     def flush(rows: int) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
         nonlocal lo
         dtype = np.dtype(getattr(out, "dtype", np.float32))
-        first = torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1))
-        quotient = num[:, :rows] / (first * cross)
+        head = num[:, :rows]
+        head.div_(cross)  # Σ w = (Σ w of the first axis) · cross, divided out in place
+        head.div_(torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1)))
         if dtype == np.float32:  # one rounding, float64 → float32, in torch (threaded)
-            block = quotient.to(torch.float32).numpy()
+            block = rows32[:, :rows].copy_(head).numpy()
         else:
-            block = quotient.numpy().astype(dtype)
+            block = head.numpy().astype(dtype)
         out[(slice(None), slice(lo, lo + rows))] = block
-        num[:, : extent[0] - rows] = num[:, rows:].clone()
-        num[:, extent[0] - rows :] = 0.0
+        # rows [rows, E) move to [0, E - rows) in chunks of at most ``rows`` rows, so no
+        # chunk's source overlaps its destination or an earlier chunk's destination
+        keep = extent[0] - rows
+        for a in range(0, keep, rows):
+            b = min(a + rows, keep)
+            num[:, a:b].copy_(num[:, a + rows : b + rows])
+        num[:, keep:].zero_()
         lo += rows
 
     inputs: torch.Tensor | None = None
@@ -309,7 +326,7 @@ def sliding_window(
             view = inputs[: len(batch)]
             staging = view.numpy()
             for i, w in enumerate(windows):
-                staging[i] = _read_tile(source, w, tile)
+                _read_tile(source, w, staging[i])
             prediction = predictor(view.to(device))
             if (
                 not isinstance(prediction, torch.Tensor)
@@ -335,6 +352,8 @@ def sliding_window(
                         f"out has {out.shape[0]} channels but the predictor returned {channels}"
                     )
                 num = torch.zeros((channels, extent[0], *spatial[1:]), dtype=torch.float64)
+                weighted = torch.empty((channels, *extent), dtype=torch.float64)
+                rows32 = torch.empty((channels, extent[0], *spatial[1:]), dtype=torch.float32)
             prediction = prediction.detach().to("cpu")
             if prediction.dtype not in (torch.float32, torch.float64):
                 prediction = prediction.to(torch.float64)  # exact for float16/bfloat16/ints
@@ -345,7 +364,8 @@ def sliding_window(
                 local = (slice(start[0] - lo, start[0] - lo + extent[0]), *window[1:])
                 # Σ w·p in float64 (float32/float16 predictions are promoted exactly)
                 first, rest = tile_weight(start)
-                num[(slice(None), *local)].addcmul_(pred[crop] * first, rest)
+                torch.mul(pred[crop], first, out=weighted)
+                num[(slice(None), *local)].addcmul_(weighted, rest)
             bar.update(len(batch))
         flush(spatial[0] - lo)
     return out
