@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,16 +229,34 @@ def _reset_peak() -> bool:
     return True
 
 
-def child(method: str, storage: str, size: int, h5_path: str | None, s: Settings) -> dict:
-    """Body of a memory subprocess: run once, report peak RSS and the run's wall time.
+def warm_up(model: torch.nn.Module, s: Settings) -> None:
+    """One forward pass on a batch of zero tiles (oneDNN primitives, thread pool)."""
+    with torch.no_grad():
+        model(torch.zeros(s.batch, 1, *(s.tile,) * 3))
 
-    After the imports and the model the high-water mark is reset (where Linux allows), so
-    ``peak_run_mib`` is the peak from there on: making or opening the volume and the run.
+
+def child(
+    method: str,
+    storage: str,
+    size: int,
+    h5_path: str | None,
+    s: Settings,
+    save: str | None = None,
+) -> dict:
+    """Body of a subprocess: run once, report the run's wall time and peak RSS.
+
+    The model is built and warmed up on one batch of tiles first (as for every method).
+    After that the high-water mark is reset (where Linux allows), so ``peak_run_mib`` is
+    the peak from there on: making or opening the volume and the run. ``run_s`` times the
+    run alone (in memory: after the volume was made; HDF5: opening the file included).
+    ``save``: a ``.npy`` path the in-memory output is written to after the run (for the
+    agreement check; not timed).
     ``peak_mib`` is the peak over the whole process (``VmHWM``). ``ru_maxrss`` is only the
     fallback: on Linux it also counts the parent's RSS at ``fork`` (the pre-``exec`` memory
     map is folded into the signal struct's maxrss), so a big parent would show through.
     """
     model = make_model(s)
+    warm_up(model, s)
     peak_setup = _status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
     reset = _reset_peak()
     report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
@@ -248,16 +267,16 @@ def child(method: str, storage: str, size: int, h5_path: str | None, s: Settings
         volume = make_volume(size)
         t0 = time.perf_counter()
         if method == "ours":
-            run_ours(model, volume, s)
+            output = run_ours(model, volume, s)
         else:
-            run_monai(model, torch.from_numpy(volume), s)
+            output = run_monai(model, torch.from_numpy(volume), s).numpy()
     else:
         assert h5_path is not None
         with h5py.File(h5_path, "r+") as f:
             if method == "ours":
                 run_ours(model, f[SOURCE], s, out=f[OUT["ours"]])
             else:
-                monai_hdf5(model, f, s)
+                report["split_s"] = monai_hdf5(model, f, s)
     report["run_s"] = time.perf_counter() - t0
     peak_run = _status_mib("VmHWM")
     report["peak_run_mib"] = peak_run if reset else None
@@ -265,12 +284,14 @@ def child(method: str, storage: str, size: int, h5_path: str | None, s: Settings
         report["peak_mib"] = _maxrss_mib()
     else:
         report["peak_mib"] = max(peak_setup, peak_run)
+    if save and method != "idle" and storage == "memory":
+        np.save(save, output)
     return report
 
 
 def measure_peak(
-    method: str, case: Case | None, h5_path: str | None, s: Settings
-) -> dict[str, float]:
+    method: str, case: Case | None, h5_path: str | None, s: Settings, save: str | None = None
+) -> dict[str, Any]:
     """Run ``child`` in a fresh interpreter and return its report."""
     cmd = [
         sys.executable,
@@ -294,6 +315,8 @@ def measure_peak(
     ]
     if h5_path:
         cmd += ["--child-h5", h5_path]
+    if save:
+        cmd += ["--child-save", save]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"memory subprocess {method} failed:\n{proc.stderr}")
@@ -336,34 +359,98 @@ def time_case(
         with ForeignLoad() as load:
             # No warm-up runs (each is long); the model was warmed up on one tile batch.
             samples = interleaved({"ours": ours, "monai": theirs}, repeats, warmup=0, number=1)
-        result: dict[str, Any] = {
-            "case": case.name,
-            "size": case.size,
-            "tiles": n_tiles(case.size, s.tile),
-            "samples_s": samples,
-            "stats": ratio_stats(samples["ours"], samples["monai"]),
-            "foreign_cores": load.cores,
-        }
-        if split:
-            result["monai_split_s"] = {
-                key: statistics.median(v[i] for v in split)
-                for i, key in enumerate(("load", "infer", "write"))
-            }
+        result = time_result(case, s, samples, load.cores, split)
         if case.storage == "memory":
-            a, b = outputs["ours"], outputs["monai"]
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            t = s.tile
-            inner = diff[:, t:-t, t:-t, t:-t] if case.size > 2 * t else diff[:, :0]
-            result["agreement"] = {
-                "max_abs_diff": float(diff.max()),
-                "mean_abs_diff": float(diff.mean()),
-                "max_abs_diff_interior": float(inner.max()) if inner.size else None,
-                "max_abs_output": float(np.abs(b).max()),
-            }
+            result["agreement"] = agreement(outputs["ours"], outputs["monai"], case, s)
     finally:
         if f is not None:
             f.close()
     return result
+
+
+def time_result(
+    case: Case,
+    s: Settings,
+    samples: dict[str, list[float]],
+    foreign_cores: float | None,
+    splits: list[tuple[float, float, float]],
+) -> dict[str, Any]:
+    """The time entry of one case: samples, ratio statistics, load, MONAI's HDF5 split."""
+    result: dict[str, Any] = {
+        "case": case.name,
+        "size": case.size,
+        "tiles": n_tiles(case.size, s.tile),
+        "samples_s": samples,
+        "stats": ratio_stats(samples["ours"], samples["monai"]),
+        "foreign_cores": foreign_cores,
+    }
+    if splits:
+        result["monai_split_s"] = {
+            key: statistics.median(v[i] for v in splits)
+            for i, key in enumerate(("load", "infer", "write"))
+        }
+    return result
+
+
+def agreement(ours: np.ndarray, theirs: np.ndarray, case: Case, s: Settings) -> dict:
+    """Largest and mean |ours − MONAI|, overall and more than one tile from the border."""
+    diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+    t = s.tile
+    inner = diff[:, t:-t, t:-t, t:-t] if case.size > 2 * t else diff[:, :0]
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "max_abs_diff_interior": float(inner.max()) if inner.size else None,
+        "max_abs_output": float(np.abs(theirs).max()),
+    }
+
+
+def peak_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One memory row from the runs of one (case, method): the largest peaks, median time."""
+
+    def largest(key: str) -> float | None:
+        values = [r[key] for r in reports if r.get(key) is not None]
+        return max(values) if values else None
+
+    return {
+        "case": reports[0]["case"],
+        "size": reports[0]["size"],
+        "method": reports[0]["method"],
+        "runs": len(reports),
+        "peak_mib": largest("peak_mib"),
+        "peak_run_mib": largest("peak_run_mib"),
+        "run_s": statistics.median(r["run_s"] for r in reports),
+    }
+
+
+def time_case_isolated(
+    case: Case, s: Settings, repeats: int, h5_path: str | None, tmp: str, log: Callable
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Time one case with every run in its own fresh process, methods interleaved.
+
+    Repeat ``r`` runs ours then MONAI for even ``r`` and the reverse for odd ``r``; each run
+    is a new interpreter (``child``) that builds and warms up the model, so no run inherits
+    another's heap, page mapping or cache state. Returns the time result (as
+    :func:`time_case`) and the per-run reports (peak memory included).
+    """
+    samples: dict[str, list[float]] = {m: [] for m in METHODS}
+    reports: list[dict[str, Any]] = []
+    saved: dict[str, str] = {}
+    with ForeignLoad() as load:
+        for r in range(repeats):
+            for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                save = None
+                if r == 0 and case.storage == "memory":
+                    save = saved[method] = os.path.join(tmp, f"{method}{case.size}.npy")
+                report = measure_peak(method, case, h5_path, s, save=save)
+                samples[method].append(report["run_s"])
+                reports.append({"case": case.name, "size": case.size, "method": method, **report})
+                log(f"{case.name} {method} run {r + 1}/{repeats}: {report['run_s']:.2f} s")
+    splits = [rep["split_s"] for rep in reports if "split_s" in rep]
+    result = time_result(case, s, samples, load.cores, splits)
+    if saved:
+        result["agreement"] = agreement(np.load(saved["ours"]), np.load(saved["monai"]), case, s)
+    return result, reports
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,6 +471,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (4)")
     parser.add_argument("--depth", type=int, default=5, help="DnCNN depth (5)")
     parser.add_argument("--width", type=int, default=16, help="DnCNN width (16)")
+    parser.add_argument(
+        "--timing",
+        choices=("isolated", "shared"),
+        default="isolated",
+        help="isolated (default): every timed run in its own fresh process, methods "
+        "interleaved, peak memory from the same runs; shared: interleaved repeats in this "
+        "process, then one fresh process per (method, case) for peak memory",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     # internal: one peak-memory subprocess
@@ -391,6 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-storage", default="memory", help=argparse.SUPPRESS)
     parser.add_argument("--child-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-h5", help=argparse.SUPPRESS)
+    parser.add_argument("--child-save", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("repeats", "threads", "tile", "batch", "depth", "width"):
         value = getattr(args, name)
@@ -416,7 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         print("MONAI is not installed: pip install monai (benchmark only)", file=sys.stderr)
         return 2
     if args.child:
-        report = child(args.child, args.child_storage, args.child_size, args.child_h5, settings)
+        report = child(
+            args.child,
+            args.child_storage,
+            args.child_size,
+            args.child_h5,
+            settings,
+            save=args.child_save,
+        )
         print(json.dumps(report))
         return 0
 
@@ -434,7 +537,17 @@ def main(argv: list[str] | None = None) -> int:
         f"tile/ROI {settings.tile}³, overlap {OVERLAP}, Gaussian blend (σ = tile/8), "
         f"{settings.batch} tiles per forward pass, CPU"
     )
-    info["repeats"] = f"{args.repeats} interleaved repeats per case, no warm-up runs"
+    if args.timing == "isolated":
+        info["repeats"] = (
+            f"{args.repeats} interleaved repeats per case, every run in its own fresh "
+            "process (model built and warmed up on one tile batch there; the order of the "
+            "methods alternates between repeats)"
+        )
+    else:
+        info["repeats"] = (
+            f"{args.repeats} interleaved repeats per case in one process, no warm-up runs "
+            "(the model was warmed up on one tile batch)"
+        )
     info["HDF5"] = "contiguous float32 datasets in a temporary file (page cache warm after writing)"
     info["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset") + (
         " (PyTorch backs large CPU tensors with transparent huge pages when 1)"
@@ -447,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     t_start = time.perf_counter()
-    model = make_model(settings)
-    with torch.no_grad():  # warm up oneDNN primitives on one batch of tiles
-        model(torch.zeros(settings.batch, 1, *(settings.tile,) * 3))
+
+    def log(message: str) -> None:
+        print(f"  [{time.perf_counter() - t_start:5.0f} s] {message}", file=sys.stderr, flush=True)
+
     results = []
     memory: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ndwconv-tiling-") as tmp:
@@ -458,33 +572,52 @@ def main(argv: list[str] | None = None) -> int:
             if case.storage == "hdf5":
                 h5_paths[case.size] = os.path.join(tmp, f"volume{case.size}.h5")
                 write_source(h5_paths[case.size], case.size)
-        for case in cases(args.quick):
-            path = h5_paths.get(case.size) if case.storage == "hdf5" else None
-            results.append(time_case(case, model, settings, args.repeats, path))
-            print(
-                f"  [{time.perf_counter() - t_start:5.0f} s] timed {case.name}",
-                file=sys.stderr,
-                flush=True,
-            )
+        runs: list[dict[str, Any]] = []
+        if args.timing == "isolated":
+            for case in cases(args.quick):
+                path = h5_paths.get(case.size) if case.storage == "hdf5" else None
+                result, reports = time_case_isolated(case, settings, args.repeats, path, tmp, log)
+                results.append(result)
+                runs += reports
+        else:
+            model = make_model(settings)
+            warm_up(model, settings)
+            for case in cases(args.quick):
+                path = h5_paths.get(case.size) if case.storage == "hdf5" else None
+                results.append(time_case(case, model, settings, args.repeats, path))
+                log(f"timed {case.name}")
         if not args.no_memory:
             idle = measure_peak("idle", None, None, settings)
             memory.append({"case": "idle", "method": "imports + model", **idle})
             for case in memory_cases(args.quick):
                 path = h5_paths.get(case.size) if case.storage == "hdf5" else None
                 for method in METHODS:
-                    report = measure_peak(method, case, path, settings)
-                    memory.append(
-                        {"case": case.name, "size": case.size, "method": method, **report}
-                    )
-                    print(
-                        f"  [{time.perf_counter() - t_start:5.0f} s] memory {case.name} {method}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    mine = [
+                        r
+                        for r in runs
+                        if (r["case"], r["size"], r["method"]) == (case.name, case.size, method)
+                    ]
+                    if not mine:  # not timed in fresh processes: one run for its memory
+                        mine = [
+                            {
+                                "case": case.name,
+                                "size": case.size,
+                                "method": method,
+                                **measure_peak(method, case, path, settings),
+                            }
+                        ]
+                        log(f"memory {case.name} {case.size}³ {method}")
+                    memory.append(peak_summary(mine))
 
     print("### Time\n")
     print(
-        "Seconds per whole-volume run, medians of interleaved repeats; ratio = median of "
+        f"Seconds per whole-volume run ({args.timing} timing: "
+        + (
+            "every run in its own fresh process"
+            if args.timing == "isolated"
+            else "all runs in this process"
+        )
+        + "), medians of interleaved repeats; ratio = median of "
         "per-repeat ours/MONAI (< 1: ours faster), [quartiles]. HDF5: ours reads tiles from "
         "the dataset and writes into an output dataset; MONAI loads the dataset into one "
         "tensor, infers, and writes the result into an output dataset.\n"
@@ -532,12 +665,15 @@ def main(argv: list[str] | None = None) -> int:
     if memory:
         print("### Peak memory\n")
         print(
-            "One fresh process per row runs the case once (in-memory: it makes the input "
-            "volume itself; HDF5: it opens the file). 'peak RSS' is the process's RSS high-water "
+            "Fresh processes run each case (in-memory: the process makes the input volume "
+            "itself; HDF5: it opens the file): with isolated timing, the timed runs (the "
+            "largest peaks over the 'runs', the median time); otherwise, and for the smaller "
+            "HDF5 volume, one run. 'peak RSS' is the process's RSS high-water "
             "mark (`VmHWM`; not `ru_maxrss`, which on Linux also counts the parent's RSS at "
             "fork); 'peak from setup' is the "
             "kernel's RSS high-water mark reset (`/proc/self/clear_refs`) after the imports "
-            "and the model were set up, i.e. the peak while making/opening the volume and "
+            "and the model were set up and warmed up, i.e. the peak while making/opening "
+            "the volume and "
             "running. The idle row imported the same modules and built the same model; "
             "'over idle' = peak from setup − the idle row's RSS at that point.\n"
         )
@@ -560,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
                     mib(peak_run) if run else f"RSS {mib(m.get('rss_setup_mib'))}",
                     mib(over) if run else "",
                     f"{m['run_s']:.2f}" if run else "",
+                    str(m.get("runs", 1)) if run else "",
                 ]
             )
         print(
@@ -572,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                     "peak from setup MiB",
                     "over idle MiB",
                     "run s",
+                    "runs",
                 ],
                 mem_rows,
                 markdown=True,
