@@ -112,20 +112,31 @@ def _axis_weight(
     return weight
 
 
-def _read_tile(source: Any, slices: tuple[slice, ...], dest: np.ndarray) -> None:
-    """Copy ``source[:, *slices]`` into the float32 tile ``dest``, replicate-padding its end.
+def _read_tile(source: Any, slices: tuple[slice, ...], dest: torch.Tensor) -> None:
+    """Copy ``source[:, *slices]`` into the float32 CPU tile ``dest``, replicate-padding its end.
 
-    A NumPy source is copied straight from its view (one copy, cast on the way); other
-    sources are read into a new array first.
+    NumPy blocks (views of an in-memory source, or arrays read from a file) and tensors are
+    copied by torch in one pass, cast on the way; a block torch cannot view (read-only,
+    non-native byte order, a dtype torch lacks) is copied by NumPy.
     """
     block = source[(slice(None), *slices)]
+    if tuple(block.shape[1:]) != tuple(dest.shape[1:]):  # an axis shorter than the tile
+        if isinstance(block, torch.Tensor):
+            block = block.detach().to("cpu", torch.float32).numpy()
+        block = np.asarray(block, dtype=np.float32)
+        pad = [(0, 0)] + [(0, t - b) for t, b in zip(dest.shape[1:], block.shape[1:], strict=True)]
+        block = np.pad(block, pad, mode="edge")
     if isinstance(block, torch.Tensor):
-        block = block.detach().to("cpu", torch.float32).numpy()
+        dest.copy_(block.detach())
+        return
     block = np.asarray(block)
-    pad = [(0, 0)] + [(0, t - b) for t, b in zip(dest.shape[1:], block.shape[1:], strict=True)]
-    if any(after for _, after in pad):
-        block = np.pad(block.astype(np.float32, copy=False), pad, mode="edge")
-    np.copyto(dest, block, casting="unsafe")
+    if block.flags.writeable and block.dtype.isnative:
+        try:
+            dest.copy_(torch.from_numpy(block))
+            return
+        except (TypeError, ValueError):  # a dtype or strides torch cannot view
+            pass
+    np.copyto(dest.numpy(), block, casting="unsafe")
 
 
 def sliding_window(
@@ -289,21 +300,32 @@ def sliding_window(
 
     # Buffers made once, on the first prediction, and reused: every tile and every flush
     # would otherwise allocate (and page-fault in) fresh slab-sized temporaries.
+    own_out = out is None  # made here (float32, in memory): flushes divide straight into it
     weighted: torch.Tensor | None = None  # one tile's w·p, float64
     rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
+    # Σ w of a few rows at a time (at least one row, about 2¹⁶ values): first-axis sum × cross
+    chunk = max(1, 2**16 // max(1, cross.numel()))
+    denominator = torch.empty((min(chunk, extent[0]), *spatial[1:]), dtype=torch.float64)
 
     def flush(rows: int) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
         nonlocal lo
         dtype = np.dtype(getattr(out, "dtype", np.float32))
-        head = num[:, :rows]
-        head.div_(cross)  # Σ w = (Σ w of the first axis) · cross, divided out in place
-        head.div_(torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1)))
-        if dtype == np.float32:  # one rounding, float64 → float32, in torch (threaded)
-            block = rows32[:, :rows].copy_(head).numpy()
+        rows_out = (slice(None), slice(lo, lo + rows))
+        if own_out:
+            target = torch.from_numpy(out[rows_out])  # our own float32 ``out``: in place
+        elif dtype == np.float32:
+            target = rows32[:, :rows]
         else:
-            block = head.numpy().astype(dtype)
-        out[(slice(None), slice(lo, lo + rows))] = block
+            target = num[:, :rows]  # the float64 quotient in place; NumPy casts it below
+        first = torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1))
+        for a in range(0, rows, chunk):
+            b = min(a + chunk, rows)
+            torch.mul(first[a:b], cross, out=denominator[: b - a])
+            # one rounding from the float64 quotient to ``target``'s dtype
+            torch.div(num[:, a:b], denominator[: b - a], out=target[:, a:b])
+        if not own_out:
+            out[rows_out] = target.numpy().astype(dtype, copy=False)
         # rows [rows, E) move to [0, E - rows) in chunks of at most ``rows`` rows, so no
         # chunk's source overlaps its destination or an earlier chunk's destination
         keep = extent[0] - rows
@@ -324,9 +346,8 @@ def sliding_window(
             if inputs is None:
                 inputs = torch.empty((batch_size, shape[0], *tile), dtype=torch.float32)
             view = inputs[: len(batch)]
-            staging = view.numpy()
             for i, w in enumerate(windows):
-                _read_tile(source, w, staging[i])
+                _read_tile(source, w, view[i])
             prediction = predictor(view.to(device))
             if (
                 not isinstance(prediction, torch.Tensor)
@@ -345,8 +366,10 @@ def sliding_window(
                     raise ValueError(
                         f"out_channels is {out_channels} but the predictor returned {channels}"
                     )
-                if out is None:
-                    out = np.empty((channels, *spatial), dtype=np.float32)
+                if own_out:
+                    # zero-filled at once: cheaper than faulting its pages in from the
+                    # threads of each flush's division
+                    out = torch.zeros((channels, *spatial), dtype=torch.float32).numpy()
                 elif out.shape[0] != channels:
                     raise ValueError(
                         f"out has {out.shape[0]} channels but the predictor returned {channels}"
