@@ -235,6 +235,21 @@ def warm_up(model: torch.nn.Module, s: Settings) -> None:
         model(torch.zeros(s.batch, 1, *(s.tile,) * 3))
 
 
+def time_network(model: torch.nn.Module) -> dict[str, float]:
+    """Add up the seconds spent inside ``model``'s forward calls (hooks, no wrapper)."""
+    clock = {"s": 0.0, "t0": 0.0}
+
+    def start(*_: Any) -> None:
+        clock["t0"] = time.perf_counter()
+
+    def stop(*_: Any) -> None:
+        clock["s"] += time.perf_counter() - clock["t0"]
+
+    model.register_forward_pre_hook(start)
+    model.register_forward_hook(stop)
+    return clock
+
+
 def child(
     method: str,
     storage: str,
@@ -257,6 +272,7 @@ def child(
     """
     model = make_model(s)
     warm_up(model, s)
+    network = time_network(model)
     peak_setup = _status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
     reset = _reset_peak()
     report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
@@ -278,6 +294,7 @@ def child(
             else:
                 report["split_s"] = monai_hdf5(model, f, s)
     report["run_s"] = time.perf_counter() - t0
+    report["network_s"] = network["s"]
     peak_run = _status_mib("VmHWM")
     report["peak_run_mib"] = peak_run if reset else None
     if peak_setup is None or peak_run is None:
@@ -448,6 +465,14 @@ def time_case_isolated(
                 log(f"{case.name} {method} run {r + 1}/{repeats}: {report['run_s']:.2f} s")
     splits = [rep["split_s"] for rep in reports if "split_s" in rep]
     result = time_result(case, s, samples, load.cores, splits)
+    # where the time went: inside the network's forward calls, and everything else
+    result["network_s"] = {
+        m: statistics.median(r["network_s"] for r in reports if r["method"] == m) for m in METHODS
+    }
+    result["outside_s"] = {
+        m: statistics.median(r["run_s"] - r["network_s"] for r in reports if r["method"] == m)
+        for m in METHODS
+    }
     if saved:
         result["agreement"] = agreement(np.load(saved["ours"]), np.load(saved["monai"]), case, s)
     return result, reports
@@ -639,6 +664,25 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["case", "volume", "tiles", "ours s", "MONAI s", "ours/MONAI", "foreign cores"]
     print(format_table(headers, rows, markdown=True))
     print()
+    split_rows = [
+        [
+            r["case"],
+            f"{r['size']}³",
+            *(f"{r[key][m]:.3f}" for key in ("network_s", "outside_s") for m in METHODS),
+        ]
+        for r in results
+        if "network_s" in r
+    ]
+    if split_rows:
+        print(
+            "Where the time went (medians over the runs): seconds inside the network's "
+            "forward calls (timed by forward hooks), and outside them: reading tiles, "
+            "blending, dividing, writing (MONAI on HDF5: also loading the volume and "
+            "writing the result).\n"
+        )
+        headers = ["case", "volume", "network ours", "network MONAI", "outside ours"]
+        print(format_table([*headers, "outside MONAI"], split_rows, markdown=True))
+        print()
     for r in results:
         if "monai_split_s" in r:
             sp = r["monai_split_s"]
