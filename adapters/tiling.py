@@ -376,7 +376,8 @@ def sliding_window(
                     )
                 num = torch.zeros((channels, extent[0], *spatial[1:]), dtype=torch.float64)
                 weighted = torch.empty((channels, *extent), dtype=torch.float64)
-                rows32 = torch.empty((channels, extent[0], *spatial[1:]), dtype=torch.float32)
+                if not own_out:
+                    rows32 = torch.empty((channels, extent[0], *spatial[1:]), dtype=torch.float32)
             prediction = prediction.detach().to("cpu")
             if prediction.dtype not in (torch.float32, torch.float64):
                 prediction = prediction.to(torch.float64)  # exact for float16/bfloat16/ints
