@@ -13,22 +13,27 @@ the same tile/ROI, overlap 0.25, Gaussian blending (MONAI ``mode="gaussian"``,
   writes the result into an output dataset, so both end with the result on disk; the
   load / infer / write split of MONAI's run is reported too.
 
-Time: medians of interleaved repeats in one process (``benchmarks/_timing.py``; the order
-alternates between repeats), ratio ours/MONAI per repeat (< 1: ours faster). Peak memory:
-each (method, case) runs once more in a fresh subprocess that reports its kernel RSS
-high-water mark (``VmHWM``, reset after setup; NumPy and torch allocations alike, which
-tracemalloc would not see; not ``ru_maxrss``, which on Linux also counts the parent's RSS
-at fork), next to an idle subprocess that imported the same modules and built the
-same model. Agreement: the maximum absolute difference between the two in-memory outputs
-(MONAI floors the product of the Gaussian profiles at 1e-3, ours each profile, and it pads
-differently at borders, so this is reported, not asserted). The peak-memory table adds the
-smaller volume on HDF5, so that memory can be read against the volume's size for one
-storage.
+Time (``--timing isolated``, the default): every run is a fresh interpreter that builds
+the model, warms it up on one tile batch and runs the case once; repeats alternate the
+order of the methods; ratio ours/MONAI per repeat, medians and quartiles
+(``benchmarks/_timing.py``). Forward hooks add up the seconds inside the network, so the
+report splits each method's time into the network and everything else. One long process
+(``--timing shared``: interleaved repeats there, the earlier method) let the network's
+speed depend on allocation history. Peak memory comes from the same fresh runs: each
+reports its kernel RSS high-water mark (``VmHWM``, reset after setup; NumPy and torch
+allocations alike, which tracemalloc would not see; not ``ru_maxrss``, which on Linux also
+counts the parent's RSS at fork), next to an idle subprocess that imported the same modules
+and built the same model. Agreement: the maximum absolute difference between the two
+in-memory outputs (MONAI floors the product of the Gaussian profiles at 1e-3, ours each
+profile, and it pads differently at borders, so this is reported, not asserted). The
+peak-memory table adds the smaller volume on HDF5, so that memory can be read against the
+volume's size for one storage.
 
 Usage::
 
     python benchmarks/tiling.py --quick         # tile 32³, volumes 64³ and 96³, seconds
-    python benchmarks/tiling.py                 # tile 64³, volumes 192³ and 384³
+    python benchmarks/tiling.py --repeats 5     # tile 64³, volumes 192³ and 384³
+    python benchmarks/tiling.py --timing shared # all timed runs in this process
     python benchmarks/tiling.py --repeats 1 --threads 2 --json tiling.json
     THP_MEM_ALLOC_ENABLE=1 python benchmarks/tiling.py --threads 2   # huge pages for both
 
