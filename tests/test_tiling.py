@@ -250,11 +250,21 @@ def test_output_is_streamed_in_slabs():
     np.testing.assert_array_equal(out.array, x)
 
 
-@pytest.mark.parametrize("blend, margin", [("gaussian", 0), ("gaussian", 1), ("constant", 1)])
-def test_blend_weights_match_the_documented_formula(blend, margin):
+@pytest.mark.parametrize(
+    "blend, margin, out_dtype",
+    [
+        ("gaussian", 0, None),
+        ("gaussian", 1, None),
+        ("constant", 1, None),
+        ("gaussian", 1, np.float32),
+        ("gaussian", 1, np.float64),
+    ],
+)
+def test_blend_weights_match_the_documented_formula(blend, margin, out_dtype):
     """Each tile predicts a different constant; the output is Σ w c / Σ w with the weight of a
     tile the product over axes of max(Gaussian, 1e-3) (or 1), zeroed in ``margin`` voxels at
-    inner faces: an explicit full-volume float64 reference, corners of tiles included."""
+    inner faces: an explicit full-volume float64 reference, corners of tiles included. With
+    no ``out`` the result is our own array; a float32 or float64 ``out`` is the caller's."""
     spatial, tile, overlap = (21, 9, 30), (8, 12, 10), (4, 0, 4)  # axis 1 shorter than tile
     constants = iter(range(1, 10_000))
 
@@ -262,8 +272,10 @@ def test_blend_weights_match_the_documented_formula(blend, margin):
         return torch.stack([torch.full_like(x, float(next(constants))) for x in batch])
 
     x = np.zeros((1, *spatial), np.float32)
+    out = None if out_dtype is None else np.full(x.shape, np.nan, dtype=out_dtype)
     got = sliding_window(predictor, x, tile, overlap=overlap, blend=blend, batch_size=3,
-                         margin=(margin, 0, margin), progress=False)
+                         margin=(margin, 0, margin), progress=False, out=out)
+    assert out is None or got is out
 
     def axis_weight(t, start, extent, size, m):
         i = np.arange(extent, dtype=np.float64)
@@ -290,4 +302,22 @@ def test_blend_weights_match_the_documented_formula(blend, margin):
         window = tuple(slice(s, s + e) for s, e in zip(corner, extents, strict=True))
         num[window] += c * w
         den[window] += w
-    np.testing.assert_allclose(got[0], num / den, rtol=1e-6)
+    np.testing.assert_allclose(got[0], num / den, rtol=1e-12 if out_dtype == np.float64 else 1e-6)
+
+
+def test_sources_are_cast_as_numpy_casts_them(tmp_path):
+    """int16, float64, big-endian, reversed and read-only memmap sources: an identity
+    predictor returns exactly NumPy's float32 cast of the source."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((2, 11, 9)) * 300.0
+    np.save(tmp_path / "ro.npy", base.astype(np.float32))
+    sources = {
+        "int16": base.astype(np.int16),
+        "float64": base,
+        "big-endian": base.astype(">f4"),
+        "reversed": base.astype(np.float32)[:, ::-1],
+        "read-only memmap": np.load(tmp_path / "ro.npy", mmap_mode="r"),
+    }
+    for name, source in sources.items():
+        got = sliding_window(identity, source, (4, 5), overlap=0.5, progress=False)
+        np.testing.assert_array_equal(got, np.asarray(source).astype(np.float32), err_msg=name)
