@@ -166,9 +166,10 @@ def sliding_window(
     later tile can touch it. A tile's weight is a product of 1-D weights, one per axis, and
     the tiles form a grid, so ``Σ weight`` is the product of 1-D sums and is computed at
     each flush rather than stored. Peak memory is therefore about
-    ``12 · C_out · tile[0] · prod(spatial[1:])`` bytes (the float64 slab and its float32
-    rows for ``out``) plus one batch of tiles, independent of ``spatial[0]``, whether
-    ``out`` is in memory, a memmap or an h5py dataset. These buffers are made once and
+    ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes for the float64 slab (half as much
+    again for a float32 row buffer when the caller gives ``out``) plus one batch of tiles,
+    independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or an h5py
+    dataset. These buffers are made once and
     reused, so tiles and flushes allocate no slab-sized temporaries.
 
     Exactness: a voxel's output is ``Σ wᵢ·pᵢ / Σ wᵢ`` with weights ``0 < wᵢ ≤ 1`` computed in

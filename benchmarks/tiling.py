@@ -311,10 +311,11 @@ def child(
     return report
 
 
-def measure_peak(
+def run_child(
     method: str, case: Case | None, h5_path: str | None, s: Settings, save: str | None = None
 ) -> dict[str, Any]:
-    """Run ``child`` in a fresh interpreter and return its report."""
+    """Run ``child`` in a fresh interpreter and return its report, labelled with the case
+    and method when there is a case."""
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -341,8 +342,11 @@ def measure_peak(
         cmd += ["--child-save", save]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"memory subprocess {method} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"subprocess {method} failed:\n{proc.stderr}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if case is None:
+        return report
+    return {"case": case.name, "size": case.size, "method": method, **report}
 
 
 # ---------------------------------------------------------------------------------------
@@ -464,9 +468,9 @@ def time_case_isolated(
                 save = None
                 if r == 0 and case.storage == "memory":
                     save = saved[method] = os.path.join(tmp, f"{method}{case.size}.npy")
-                report = measure_peak(method, case, h5_path, s, save=save)
+                report = run_child(method, case, h5_path, s, save=save)
                 samples[method].append(report["run_s"])
-                reports.append({"case": case.name, "size": case.size, "method": method, **report})
+                reports.append(report)
                 log(f"{case.name} {method} run {r + 1}/{repeats}: {report['run_s']:.2f} s")
     splits = [rep["split_s"] for rep in reports if "split_s" in rep]
     result = time_result(case, s, samples, load.cores, splits)
@@ -617,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(time_case(case, model, settings, args.repeats, path))
                 log(f"timed {case.name}")
         if not args.no_memory:
-            idle = measure_peak("idle", None, None, settings)
+            idle = run_child("idle", None, None, settings)
             memory.append({"case": "idle", "method": "imports + model", **idle})
             for case in memory_cases(args.quick):
                 path = h5_paths.get(case.size) if case.storage == "hdf5" else None
@@ -628,14 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                         if (r["case"], r["size"], r["method"]) == (case.name, case.size, method)
                     ]
                     if not mine:  # not timed in fresh processes: one run for its memory
-                        mine = [
-                            {
-                                "case": case.name,
-                                "size": case.size,
-                                "method": method,
-                                **measure_peak(method, case, path, settings),
-                            }
-                        ]
+                        mine = [run_child(method, case, path, settings)]
                         log(f"memory {case.name} {case.size}³ {method}")
                     memory.append(peak_summary(mine))
 
