@@ -6,8 +6,10 @@ Gaussian importance map as in MONAI's ``sliding_window_inference`` and nnU-Net).
 MONAI, no full-volume buffer is kept: the weighted sum covers one *slab* of ``tile[0]`` rows
 along the first spatial axis, and every finished row range is divided out and written to
 ``out`` (NumPy array, ``np.memmap`` or h5py dataset), so peak memory is set by the tile and
-the other axes, never by the length of the first axis. The weights are separable, so the
-sum of weights is a product of 1-D sums and needs no buffer of its own.
+the other axes, never by the length of the first axis. A source that is not in memory
+(h5py dataset, lazy reader) is read the same way, one slab of ``tile[0]`` rows at a time.
+The weights are separable, so the sum of weights is a product of 1-D sums and needs no
+buffer of its own.
 
 Blending is exact: with an identity predictor the output equals the input bit for bit in
 float32, borders included (see :func:`sliding_window`, "Exactness").
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +33,9 @@ _BLENDS = ("gaussian", "constant")
 # Floor of each axis of the Gaussian importance map (its peak is 1), so that no covered
 # voxel gets a weight that underflows: a tile's weight is at least 1e-3 ** ndim.
 _MIN_GAUSSIAN_WEIGHT = 1e-3
+# Tile weights kept at once: the three face states of the last axis (first, inner, last)
+# and one more, so that a raster walk recomputes a weight only where the faces change.
+_WEIGHT_CACHE = 4
 
 
 def _per_axis(value: Any, ndim: int, name: str) -> tuple:
@@ -139,6 +145,46 @@ def _read_tile(source: Any, slices: tuple[slice, ...], dest: torch.Tensor) -> No
     np.copyto(dest.numpy(), block, casting="unsafe")
 
 
+class _SlabReader:
+    """Serve tiles of a source that is not in memory from one slab of rows at a time.
+
+    A file-backed source (h5py dataset, or any array-like other than a NumPy array or a
+    tensor) is read as ``source[:, z:z + rows]``, the full extent of every axis after the
+    first, once per first-axis tile start ``z``: one large contiguous read instead of one
+    strided hyperslab per tile. h5py datasets are read with ``read_direct`` into one buffer
+    of the source's dtype (native byte order), made once and reused.
+    """
+
+    def __init__(self, source: Any, rows: int) -> None:
+        self.source, self.rows = source, rows
+        self.start: int | None = None
+        self.block: Any = None
+        self.buffer: np.ndarray | None = None
+        dtype = getattr(source, "dtype", None)
+        self.direct = (
+            hasattr(source, "read_direct")
+            and isinstance(dtype, np.dtype)
+            and dtype.kind in "biuf"
+        )
+
+    def slab(self, start: int) -> Any:
+        """The block of rows ``[start, start + rows)``, read if not already held."""
+        if start != self.start:
+            rows = (slice(None), slice(start, start + self.rows))
+            rows += (slice(None),) * (len(self.source.shape) - 2)
+            if self.direct:
+                if self.buffer is None:
+                    shape = (self.source.shape[0], self.rows, *self.source.shape[2:])
+                    self.buffer = np.empty(shape, dtype=self.source.dtype.newbyteorder("="))
+                self.source.read_direct(self.buffer, source_sel=rows)
+                self.block = self.buffer
+            else:
+                self.block = None  # let the previous slab go before reading the next
+                self.block = self.source[rows]
+            self.start = start
+        return self.block
+
+
 def sliding_window(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     source: Any,
@@ -159,18 +205,26 @@ def sliding_window(
     dropped or zeroed. Along an axis shorter than the tile, the input is padded at its end
     by replicating the last voxel up to the tile size and the prediction is cropped back.
 
-    ``source`` is read only tile by tile (``source[:, *slices]``), so a memmap or h5py input
-    is never loaded whole. Predictions are accumulated as ``Σ weight · prediction`` in
-    float64 over a slab of ``tile[0]`` rows of the first spatial axis (all of the other
-    axes); each finished row range is divided by ``Σ weight`` and written to ``out`` once no
-    later tile can touch it. A tile's weight is a product of 1-D weights, one per axis, and
-    the tiles form a grid, so ``Σ weight`` is the product of 1-D sums and is computed at
-    each flush rather than stored. Peak memory is therefore about
-    ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes for the float64 slab (half as much
-    again for a float32 row buffer when the caller gives ``out``) plus one batch of tiles,
-    independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or an h5py
-    dataset. These buffers are made once and
-    reused, so tiles and flushes allocate no slab-sized temporaries.
+    ``source`` is never loaded whole. A NumPy array (``np.memmap`` included) or a tensor is
+    sliced tile by tile (views, copied into the tile batch). Any other array-like (an h5py
+    dataset, a lazy reader) is read one *slab* at a time, ``source[:, z:z + tile[0], :, …]``
+    once per first-axis tile start ``z`` (h5py: ``read_direct`` into one reused buffer of
+    the source's dtype), and its tiles are cut from that slab: a few large contiguous reads
+    rather than one strided hyperslab per tile.
+
+    Predictions are accumulated as ``Σ weight · prediction`` in float64 over a slab of
+    ``tile[0]`` rows of the first spatial axis (all of the other axes); each finished row
+    range is divided by ``Σ weight`` and written to ``out`` once no later tile can touch
+    it. A tile's weight is a product of 1-D weights, one per axis, and the tiles form a
+    grid, so ``Σ weight`` is the product of 1-D sums and is computed at each flush rather
+    than stored. Peak memory is therefore about ``8 · C_out · tile[0] · prod(spatial[1:])``
+    bytes for the float64 slab (half as much again for a float32 row buffer when the caller
+    gives ``out``), plus, for a source read by slabs, ``C · tile[0] · prod(spatial[1:])``
+    voxels of the source's dtype, plus one batch of tiles and a few float64 tiles (one
+    prediction promoted, and the weights of at most four tiles): independent of
+    ``spatial[0]``, whether ``out`` is in memory, a memmap or an h5py dataset. These
+    buffers are made once and reused, so tiles and flushes allocate no slab-sized
+    temporaries.
 
     Exactness: a voxel's output is ``Σ wᵢ·pᵢ / Σ wᵢ`` with weights ``0 < wᵢ ≤ 1`` computed in
     float64 and rounded once to ``out``'s dtype. When every ``pᵢ`` equals the same float32
@@ -265,25 +319,27 @@ def sliding_window(
             total[s : s + extent[axis]] += axis_weight(axis, s)
         sums.append(total)
 
-    # A tile's weight is first[i0] · rest[i1, …]: the 1-D weight of the first axis times the
-    # product over the other axes, cached by which volume faces the tile touches (at most
-    # 3^(N-1) small arrays; the full N-D weight is never stored).
-    first_cache: dict[int, torch.Tensor] = {}
-    rest_cache: dict[tuple, torch.Tensor] = {}
+    # A tile's weight is the outer product of its 1-D weights, which depend only on the
+    # volume faces the tile touches (and not at all without a margin). The last few are
+    # kept: tiles arrive in raster order, so consecutive tiles mostly share their faces,
+    # and at most _WEIGHT_CACHE tile-sized float64 arrays are held.
+    weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
-    def tile_weight(start: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        if start[0] not in first_cache:
-            values = torch.from_numpy(axis_weight(0, start[0]))
-            first_cache[start[0]] = values.reshape(-1, *[1] * (ndim - 1))
+    def tile_weight(start: tuple[int, ...]) -> torch.Tensor:
         faces = tuple(
-            (s == 0, s + e == n) for s, e, n in zip(start[1:], extent[1:], spatial[1:], strict=True)
+            (s == 0, s + extent[a] == spatial[a]) if margin[a] else ()
+            for a, s in enumerate(start)
         )
-        if faces not in rest_cache:
-            rest = np.ones(())
-            for a, s in enumerate(start[1:], start=1):
-                rest = np.multiply.outer(rest, axis_weight(a, s))
-            rest_cache[faces] = torch.from_numpy(rest)
-        return first_cache[start[0]], rest_cache[faces]
+        if faces in weight_cache:
+            weight_cache.move_to_end(faces)
+        else:
+            weight = np.ones(())
+            for a, s in enumerate(start):
+                weight = np.multiply.outer(weight, axis_weight(a, s))
+            weight_cache[faces] = torch.from_numpy(weight)
+            if len(weight_cache) > _WEIGHT_CACHE:
+                weight_cache.popitem(last=False)
+        return weight_cache[faces]
 
     def batches() -> Iterator[list[tuple[int, ...]]]:
         # Axis 0 outermost: tiles arrive in non-decreasing order of their first-axis start.
@@ -302,10 +358,13 @@ def sliding_window(
     # Buffers made once, on the first prediction, and reused: every tile and every flush
     # would otherwise allocate (and page-fault in) fresh slab-sized temporaries.
     own_out = out is None  # made here (float32, in memory): flushes divide straight into it
-    weighted: torch.Tensor | None = None  # one tile's w·p, float64
+    # one tile's prediction promoted to float64 (a same-dtype multiply-add is vectorised,
+    # a mixed-dtype one is not)
+    promoted: torch.Tensor | None = None
     rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
-    # Σ w of a few rows at a time (at least one row, about 2¹⁶ values): first-axis sum × cross
-    chunk = max(1, 2**16 // max(1, cross.numel()))
+    # Σ w of a few rows at a time (at least one row, about 2¹⁸ values, so the buffer stays in
+    # cache between its product and the division): first-axis sum × cross
+    chunk = max(1, 2**18 // max(1, cross.numel()))
     denominator = torch.empty((min(chunk, extent[0]), *spatial[1:]), dtype=torch.float64)
 
     def flush(rows: int) -> None:
@@ -336,6 +395,10 @@ def sliding_window(
         num[:, keep:].zero_()
         lo += rows
 
+    # in-memory sources are sliced tile by tile (views); others are read a slab at a time
+    in_memory = isinstance(source, (np.ndarray, torch.Tensor))
+    reader = None if in_memory else _SlabReader(source, extent[0])
+
     inputs: torch.Tensor | None = None
     with torch.no_grad(), tqdm(total=n_tiles, disable=not progress, desc="tiles") as bar:
         for batch in batches():
@@ -347,8 +410,11 @@ def sliding_window(
             if inputs is None:
                 inputs = torch.empty((batch_size, shape[0], *tile), dtype=torch.float32)
             view = inputs[: len(batch)]
-            for i, w in enumerate(windows):
-                _read_tile(source, w, view[i])
+            for i, (start, window) in enumerate(zip(batch, windows, strict=True)):
+                if reader is None:
+                    _read_tile(source, window, view[i])
+                else:
+                    _read_tile(reader.slab(start[0]), (slice(0, extent[0]), *window[1:]), view[i])
             prediction = predictor(view.to(device))
             if (
                 not isinstance(prediction, torch.Tensor)
@@ -376,7 +442,7 @@ def sliding_window(
                         f"out has {out.shape[0]} channels but the predictor returned {channels}"
                     )
                 num = torch.zeros((channels, extent[0], *spatial[1:]), dtype=torch.float64)
-                weighted = torch.empty((channels, *extent), dtype=torch.float64)
+                promoted = torch.empty((channels, *extent), dtype=torch.float64)
                 if not own_out:
                     rows32 = torch.empty((channels, extent[0], *spatial[1:]), dtype=torch.float32)
             prediction = prediction.detach().to("cpu")
@@ -387,10 +453,12 @@ def sliding_window(
                 if start[0] > lo:
                     flush(start[0] - lo)
                 local = (slice(start[0] - lo, start[0] - lo + extent[0]), *window[1:])
-                # Σ w·p in float64 (float32/float16 predictions are promoted exactly)
-                first, rest = tile_weight(start)
-                torch.mul(pred[crop], first, out=weighted)
-                num[(slice(None), *local)].addcmul_(weighted, rest)
+                # Σ w·p in float64 (float32 predictions are promoted exactly)
+                if pred.dtype == torch.float64:
+                    pred64 = pred[crop]
+                else:
+                    pred64 = promoted.copy_(pred[crop])
+                num[(slice(None), *local)].addcmul_(pred64, tile_weight(start))
             bar.update(len(batch))
         flush(spatial[0] - lo)
     return out

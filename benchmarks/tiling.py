@@ -17,7 +17,14 @@ Time (``--timing isolated``, the default): every run is a fresh interpreter that
 the model, warms it up on one tile batch and runs the case once; repeats alternate the
 order of the methods; ratio ours/MONAI per repeat, medians and quartiles
 (``benchmarks/_timing.py``). Forward hooks add up the seconds inside the network, so the
-report splits each method's time into the network and everything else. One long process
+report splits each method's time into the network and everything else. The network's
+own speed varies by a few per cent from one fresh process to the next, more than the whole
+difference between the tilers, so two more measurements separate the two: a recording
+predictor checks that both tilers hand the network identical batches in the same order
+(so the network's work is the same for both), and the *own-cost* runs time each tiler with
+an identity predictor instead of the network (``--own-repeats``, fresh processes,
+interleaved), from which the report estimates the ratio with the network time pooled over
+both methods. One long process
 (``--timing shared``: interleaved repeats there, the earlier method) let the network's
 speed depend on allocation history. Peak memory comes from the same fresh runs: each
 reports its kernel RSS high-water mark (``VmHWM``, reset after setup; NumPy and torch
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -255,6 +263,11 @@ def time_network(model: torch.nn.Module) -> dict[str, float]:
     return clock
 
 
+def identity(batch: torch.Tensor) -> torch.Tensor:
+    """The predictor of the own-cost runs: no network, so what is timed is the tiler."""
+    return batch
+
+
 def child(
     method: str,
     storage: str,
@@ -262,6 +275,7 @@ def child(
     h5_path: str | None,
     s: Settings,
     save: str | None = None,
+    predictor: str = "dncnn",
 ) -> dict:
     """Body of a subprocess: run once, report the run's wall time and peak RSS.
 
@@ -274,10 +288,14 @@ def child(
     ``peak_mib`` is the peak over the whole process (``VmHWM``). ``ru_maxrss`` is only the
     fallback: on Linux it also counts the parent's RSS at ``fork`` (the pre-``exec`` memory
     map is folded into the signal struct's maxrss), so a big parent would show through.
+    ``predictor="identity"`` runs the tiler with :func:`identity` instead of the network (the
+    model is still built and warmed up, so the process is set up alike).
     """
     model = make_model(s)
     warm_up(model, s)
     network = time_network(model)
+    if predictor == "identity":
+        model = identity  # type: ignore[assignment]
     peak_setup = _status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
     reset = _reset_peak()
     report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
@@ -312,7 +330,12 @@ def child(
 
 
 def run_child(
-    method: str, case: Case | None, h5_path: str | None, s: Settings, save: str | None = None
+    method: str,
+    case: Case | None,
+    h5_path: str | None,
+    s: Settings,
+    save: str | None = None,
+    predictor: str = "dncnn",
 ) -> dict[str, Any]:
     """Run ``child`` in a fresh interpreter and return its report, labelled with the case
     and method when there is a case."""
@@ -340,6 +363,8 @@ def run_child(
         cmd += ["--child-h5", h5_path]
     if save:
         cmd += ["--child-save", save]
+    if predictor != "dncnn":
+        cmd += ["--child-predictor", predictor]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"subprocess {method} failed:\n{proc.stderr}")
@@ -487,6 +512,55 @@ def time_case_isolated(
     return result, reports
 
 
+def time_own_cost(
+    case: Case, s: Settings, repeats: int, h5_path: str | None, log: Callable
+) -> dict[str, Any]:
+    """Each tiler's own cost: the case run with :func:`identity` as the predictor, every run
+    in its own fresh process, methods interleaved (as :func:`time_case_isolated`)."""
+    samples: dict[str, list[float]] = {m: [] for m in METHODS}
+    with ForeignLoad() as load:
+        for r in range(repeats):
+            for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                report = run_child(method, case, h5_path, s, predictor="identity")
+                samples[method].append(report["run_s"])
+        log(f"own cost {case.name}: {repeats} repeats")
+    return {
+        "case": case.name,
+        "size": case.size,
+        "samples_s": samples,
+        "stats": ratio_stats(samples["ours"], samples["monai"]),
+        "foreign_cores": load.cores,
+    }
+
+
+def network_inputs(case: Case, s: Settings, h5_path: str | None) -> dict[str, Any]:
+    """Whether both tilers hand the network the same batches: a recording identity
+    predictor hashes every batch (shape and bytes) each tiler passes, in call order."""
+    digests: dict[str, list[str]] = {m: [] for m in METHODS}
+
+    def recorder(method: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            data = batch.detach().contiguous().numpy()
+            digests[method].append(f"{data.shape}:{hashlib.sha1(data.tobytes()).hexdigest()}")
+            return batch
+
+        return predict
+
+    if case.storage == "memory":
+        volume = make_volume(case.size)
+        run_ours(recorder("ours"), volume, s)
+        run_monai(recorder("monai"), torch.from_numpy(volume), s)
+    else:
+        assert h5_path is not None
+        with h5py.File(h5_path, "r") as f:
+            run_ours(recorder("ours"), f[SOURCE], s)
+            run_monai(recorder("monai"), torch.from_numpy(f[SOURCE][...]), s)
+    return {
+        "calls": {m: len(v) for m, v in digests.items()},
+        "identical": digests["ours"] == digests["monai"],
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------
@@ -494,6 +568,19 @@ def time_case_isolated(
 
 def _fmt_load(cores: float | None) -> str:
     return "n/a" if cores is None else f"{cores:.2f}"
+
+
+def _json_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A time or own-cost entry for ``--json``: its ratio statistics spelled out."""
+    st = entry["stats"]
+    return {
+        **{k: v for k, v in entry.items() if k != "stats"},
+        "ratio_median": st.median,
+        "ratio_q1": st.q1,
+        "ratio_q3": st.q3,
+        "ours_median_s": st.num_median_s,
+        "monai_median_s": st.den_median_s,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -513,6 +600,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "interleaved, peak memory from the same runs; shared: interleaved repeats in this "
         "process, then one fresh process per (method, case) for peak memory",
     )
+    parser.add_argument(
+        "--own-repeats",
+        type=int,
+        default=9,
+        help="interleaved repeats of the own-cost runs (identity predictor; 9, 0 to skip)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     # internal: one peak-memory subprocess
@@ -521,11 +614,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-h5", help=argparse.SUPPRESS)
     parser.add_argument("--child-save", help=argparse.SUPPRESS)
+    parser.add_argument("--child-predictor", default="dncnn", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("repeats", "threads", "tile", "batch", "depth", "width"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be ≥ 1, got {value}")
+    if args.own_repeats < 0:
+        parser.error(f"--own-repeats must be ≥ 0, got {args.own_repeats}")
     if args.depth is not None and args.depth < 2:
         parser.error(f"--depth must be ≥ 2, got {args.depth}")
     return args
@@ -553,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             args.child_h5,
             settings,
             save=args.child_save,
+            predictor=args.child_predictor,
         )
         print(json.dumps(report))
         return 0
@@ -607,6 +704,15 @@ def main(argv: list[str] | None = None) -> int:
                 h5_paths[case.size] = os.path.join(tmp, f"volume{case.size}.h5")
                 write_source(h5_paths[case.size], case.size)
         runs: list[dict[str, Any]] = []
+        inputs = {}
+        for case in cases(args.quick):
+            path = h5_paths.get(case.size) if case.storage == "hdf5" else None
+            inputs[case.name] = network_inputs(case, settings, path)
+        own: list[dict[str, Any]] = []
+        if args.own_repeats:
+            for case in cases(args.quick):
+                path = h5_paths.get(case.size) if case.storage == "hdf5" else None
+                own.append(time_own_cost(case, settings, args.own_repeats, path, log))
         if args.timing == "isolated":
             for case in cases(args.quick):
                 path = h5_paths.get(case.size) if case.storage == "hdf5" else None
@@ -684,6 +790,54 @@ def main(argv: list[str] | None = None) -> int:
         )
         headers = ["case", "volume", "network ours", "network MONAI", "outside ours"]
         print(format_table([*headers, "outside MONAI"], split_rows, markdown=True))
+        print()
+    print(
+        "Network inputs: a recording identity predictor hashed every batch each tiler hands "
+        "the network. "
+        + "; ".join(
+            f"{name}: {v['calls']['ours']} and {v['calls']['monai']} calls, "
+            + ("identical batches in the same order" if v["identical"] else "batches DIFFER")
+            for name, v in inputs.items()
+        )
+        + ". So both methods make exactly the same network calls, and the network's time "
+        "differs between them only by run-to-run noise.\n"
+    )
+    if own:
+        print("### The tilers' own cost\n")
+        print(
+            f"The same cases with an identity predictor instead of the network "
+            f"({args.own_repeats} interleaved repeats, every run in its own fresh process, "
+            "as above): what each method spends on tiles, blending, dividing and I/O "
+            "(MONAI on HDF5: loading the volume and writing the result too). 'with the "
+            "network' = (pooled network s + own s) per method, the pooled network time being "
+            "the median over all timed runs of both methods: the ratio the timed runs "
+            "estimate, without their network noise.\n"
+        )
+        own_rows = []
+        for o in own:
+            st = o["stats"]
+            timed = next((r for r in results if r["case"] == o["case"]), None)
+            pooled = "n/a"
+            if timed is not None and "samples_s" in timed:
+                network = [
+                    rep["network_s"] for rep in runs if rep["case"] == o["case"]
+                ] or None
+                if network:
+                    n = statistics.median(network)
+                    pooled = f"{(n + st.num_median_s) / (n + st.den_median_s):.4f}"
+            own_rows.append(
+                [
+                    o["case"],
+                    f"{o['size']}³",
+                    f"{st.num_median_s:.3f}",
+                    f"{st.den_median_s:.3f}",
+                    f"{st.median:.3f} [{st.q1:.3f}, {st.q3:.3f}]",
+                    pooled,
+                    _fmt_load(o["foreign_cores"]),
+                ]
+            )
+        headers = ["case", "volume", "ours s", "MONAI s", "ours/MONAI", "with the network"]
+        print(format_table([*headers, "foreign cores"], own_rows, markdown=True))
         print()
     for r in results:
         if "monai_split_s" in r:
@@ -772,18 +926,10 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "info": info,
                 "argv": sys.argv[1:] if argv is None else argv,
-                "time": [
-                    {
-                        **{k: v for k, v in r.items() if k != "stats"},
-                        "ratio_median": r["stats"].median,
-                        "ratio_q1": r["stats"].q1,
-                        "ratio_q3": r["stats"].q3,
-                        "ours_median_s": r["stats"].num_median_s,
-                        "monai_median_s": r["stats"].den_median_s,
-                    }
-                    for r in results
-                ],
+                "time": [_json_entry(r) for r in results],
                 "memory": memory,
+                "network_inputs": inputs,
+                "own_cost": [_json_entry(o) for o in own],
                 "wall_s": wall,
             },
         )

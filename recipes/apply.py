@@ -185,7 +185,10 @@ class _Normalised:
     def __getitem__(self, index: tuple) -> np.ndarray:
         slices = tuple(index[1:]) + (() if self.frame is None else (self.frame,))
         block = self.volume.read(slices)
-        block -= np.float32(self.lo)
+        if block.flags.writeable and block.flags.owndata:  # a fresh read: normalise in place
+            block -= np.float32(self.lo)
+        else:  # a view of the volume's own array, or read-only: never written to
+            block = np.subtract(block, np.float32(self.lo), dtype=np.float32)
         block /= np.float32(self.scale)
         return block[None]
 

@@ -255,3 +255,22 @@ def test_torchrun_ranks_share_the_inputs(capsys, tmp_path, checkpoint, monkeypat
     assert code == 0, err
     assert os.listdir(out) == ["b.nii"]
     assert stdout.startswith(f"{tmp_path / 'b.nii'} -> ") and len(stdout.splitlines()) == 1
+
+
+def test_normalised_source_never_writes_to_the_volume():
+    """Regression: the tiler reads whole slabs, which for an in-memory float32 volume are
+    views of its array and for a fully read NIfTI can be read-only; normalising them must
+    not write into the volume (nor fail)."""
+    from ndwconv.adapters import volumes
+
+    data = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    kept = data.copy()
+    source = apply._Normalised(volumes.Volume(data), lo=10.0, scale=4.0)
+    np.testing.assert_array_equal(source[:, 0:4, :, :][0], (kept - 10.0) / 4.0)
+    np.testing.assert_array_equal(data, kept)
+
+    frozen = data.copy()
+    frozen.flags.writeable = False
+    frame = apply._Normalised(volumes.Volume(frozen), lo=1.0, scale=2.0, frame=2)
+    assert frame.shape == (1, 4, 5)
+    np.testing.assert_array_equal(frame[:, 1:3, :][0], (kept[1:3, :, 2] - 1.0) / 2.0)

@@ -25,7 +25,7 @@ def volume(rng, shape):
 
 
 class ReadTracker:
-    """Array-like wrapper that records the shape of every read."""
+    """Array-like wrapper (not in memory to the tiler) that records every read's index."""
 
     def __init__(self, array):
         self.array = array
@@ -33,9 +33,8 @@ class ReadTracker:
         self.reads = []
 
     def __getitem__(self, index):
-        block = self.array[index]
-        self.reads.append(block.shape)
-        return block
+        self.reads.append(index)
+        return self.array[index]
 
 
 @st.composite
@@ -145,8 +144,9 @@ def test_convolution_matches_whole_volume(ndim, blend):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_tile_count_and_reads_are_tile_sized():
-    """One predictor row per tile; every read of the source is at most one tile."""
+def test_tile_count_and_reads_are_slabs():
+    """One predictor row per tile; a source that is not in memory is read once per first-axis
+    tile start, as one slab of tile[0] rows spanning the other axes, in increasing order."""
     spatial, tile, overlap = (23, 10, 7), (6, 4, 7), (2, 1, 3)
     source = ReadTracker(np.random.default_rng(2).standard_normal((2, *spatial)))
     calls = []
@@ -162,11 +162,19 @@ def test_tile_count_and_reads_are_tile_sized():
     assert expected_tiles == 6 * 3 * 1
     assert sum(calls) == expected_tiles
     assert max(calls) == 3
-    assert len(source.reads) == expected_tiles
-    assert all(
-        r[1:] == tuple(min(t, n) for t, n in zip(tile, spatial, strict=True)) for r in source.reads
-    )
+    first_starts = tile_starts(spatial[0], tile[0], tile[0] - overlap[0])
+    assert first_starts == [0, 4, 8, 12, 16, 17]
+    full = (slice(None), slice(None))
+    assert source.reads == [(slice(None), slice(z, z + tile[0]), *full) for z in first_starts]
     np.testing.assert_array_equal(got, source.array.astype(np.float32))
+
+
+def test_short_first_axis_is_read_once():
+    """A first axis shorter than the tile: one read of the whole source, padded per tile."""
+    source = ReadTracker(np.random.default_rng(3).standard_normal((1, 3, 11)).astype(np.float32))
+    got = sliding_window(identity, source, (5, 4), overlap=0.5, progress=False)
+    assert source.reads == [(slice(None), slice(0, 3), slice(None))]
+    np.testing.assert_array_equal(got, source.array)
 
 
 def test_tile_starts_cover_without_gaps():
@@ -321,3 +329,9 @@ def test_sources_are_cast_as_numpy_casts_them(tmp_path):
     for name, source in sources.items():
         got = sliding_window(identity, source, (4, 5), overlap=0.5, progress=False)
         np.testing.assert_array_equal(got, np.asarray(source).astype(np.float32), err_msg=name)
+    # h5py datasets are read into a native-order buffer of their own dtype, then cast
+    with h5py.File(tmp_path / "cast.h5", "w") as f:
+        for name in ("int16", "float64", "big-endian"):
+            dataset = f.create_dataset(name, data=sources[name], chunks=(1, 3, 4))
+            got = sliding_window(identity, dataset, (4, 5), overlap=0.5, progress=False)
+            np.testing.assert_array_equal(got, sources[name].astype(np.float32), err_msg=name)
