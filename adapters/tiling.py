@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -33,9 +32,6 @@ _BLENDS = ("gaussian", "constant")
 # Floor of each axis of the Gaussian importance map (its peak is 1), so that no covered
 # voxel gets a weight that underflows: a tile's weight is at least 1e-3 ** ndim.
 _MIN_GAUSSIAN_WEIGHT = 1e-3
-# Tile weights kept at once: the three face states of the last axis (first, inner, last)
-# and one more, so that a raster walk recomputes a weight only where the faces change.
-_WEIGHT_CACHE = 4
 
 
 def _per_axis(value: Any, ndim: int, name: str) -> tuple:
@@ -212,27 +208,31 @@ def sliding_window(
     the source's dtype), and its tiles are cut from that slab: a few large contiguous reads
     rather than one strided hyperslab per tile.
 
-    Predictions are accumulated as ``Σ weight · prediction`` in float64 over a slab of
-    ``tile[0]`` rows of the first spatial axis (all of the other axes); each finished row
-    range is divided by ``Σ weight`` and written to ``out`` once no later tile can touch
-    it. A tile's weight is a product of 1-D weights, one per axis, and the tiles form a
-    grid, so ``Σ weight`` is the product of 1-D sums and is computed at each flush rather
-    than stored. Peak memory is therefore about ``8 · C_out · tile[0] · prod(spatial[1:])``
-    bytes for the float64 slab (half as much again for a float32 row buffer when the caller
-    gives ``out``), plus, for a source read by slabs, ``C · tile[0] · prod(spatial[1:])``
-    voxels of the source's dtype, plus one batch of tiles and a few float64 tiles (one
-    prediction promoted, and the weights of at most four tiles): independent of
-    ``spatial[0]``, whether ``out`` is in memory, a memmap or an h5py dataset. These
-    buffers are made once and reused, so tiles and flushes allocate no slab-sized
-    temporaries.
+    Predictions are blended with normalised weights ``ŵ = w / Σ w`` and accumulated as
+    ``Σ ŵ · prediction`` in float64 over a slab of ``tile[0]`` rows of the first spatial
+    axis (all of the other axes); each finished row range is rounded to ``out``'s dtype
+    and written once no later tile can touch it. A tile's weight ``w`` is a product of 1-D
+    weights, one per axis, and the tiles form a grid, so ``Σ w`` is the product of the
+    axes' 1-D sums and ``ŵ`` the product of 1-D weights each divided by its axis's sum:
+    no sum of weights is ever stored or divided by. Peak memory is therefore about
+    ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes for the float64 slab (half as much
+    again for a float32 row buffer when the caller gives ``out``), plus, for a source read
+    by slabs, ``C · tile[0] · prod(spatial[1:])`` voxels of the source's dtype, plus one
+    batch of tiles, one float64 tile (a prediction promoted) and the weights of one layer
+    of tiles over the other axes (about ``8 · (tile/step)^(N-1) · prod(spatial[1:])``
+    bytes): independent of ``spatial[0]``, whether ``out`` is in memory, a memmap or an
+    h5py dataset. These buffers are made once and reused, so tiles and flushes allocate no
+    slab-sized temporaries.
 
-    Exactness: a voxel's output is ``Σ wᵢ·pᵢ / Σ wᵢ`` with weights ``0 < wᵢ ≤ 1`` computed in
-    float64 and rounded once to ``out``'s dtype. When every ``pᵢ`` equals the same float32
-    value ``x`` (e.g. an identity predictor), the float64 quotient is ``x·(1 + η)`` with
-    ``|η| ≤ (2k + 2N + 3)·2⁻⁵³`` for ``k`` overlapping tiles in ``N`` dimensions, far below
-    half a float32 ulp (``≥ 2⁻²⁵·|x|``) for any ``k, N < 2²⁶``, so it rounds back to ``x``
-    bit for bit (zeros, subnormals, infinities and NaNs included; no overflow, since
-    ``|wᵢ·x| ≤ |x|``; no underflow of the weights, each at least ``10⁻³ᴺ``).
+    Exactness: a voxel's output is ``Σ ŵᵢ·pᵢ`` over the ``k`` tiles covering it, computed
+    in float64 and rounded once to ``out``'s dtype, with ``ŵᵢ`` a product of ``N`` factors
+    ``wᵢ,ₐ / Sₐ`` (1-D weight ``0 < wᵢ,ₐ ≤ 1`` over the float64 1-D sum ``Sₐ``, whose rounding
+    is shared by all ``k`` tiles). When every ``pᵢ`` equals the same float32 value ``x``
+    (e.g. an identity predictor), the float64 sum is ``x·(1 + η)`` with
+    ``|η| ≤ (2k + 2N + 3)·2⁻⁵³``, far below half a float32 ulp (``≥ 2⁻²⁵·|x|``) for any
+    ``k, N < 2²⁶``, so it rounds back to ``x`` bit for bit (zeros, subnormals, infinities
+    and NaNs included; no overflow, since ``|ŵᵢ·x| ≤ |x|``; no underflow of the weights,
+    each at least ``10⁻³ᴺ / k``).
 
     Args:
         predictor: callable mapping a float32 batch ``(B, C, *tile)`` on ``device`` to
@@ -319,27 +319,27 @@ def sliding_window(
             total[s : s + extent[axis]] += axis_weight(axis, s)
         sums.append(total)
 
-    # A tile's weight is the outer product of its 1-D weights, which depend only on the
-    # volume faces the tile touches (and not at all without a margin). The last few are
-    # kept: tiles arrive in raster order, so consecutive tiles mostly share their faces,
-    # and at most _WEIGHT_CACHE tile-sized float64 arrays are held.
-    weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+    # Weights are normalised per axis: a tile's weight along an axis divided by the sum of all
+    # tiles' weights there. Their outer product is the tile's weight over Σ w (the sums are
+    # separable too), so the slab holds finished values and a flush only rounds them. The
+    # first-axis factor is cached per start, the rest per start of the other axes (the
+    # weights of one layer of tiles: about (tile/step)^(N-1) · prod(spatial[1:]) values).
+    first_cache: dict[int, torch.Tensor] = {}
+    rest_cache: dict[tuple[int, ...], torch.Tensor] = {}
 
-    def tile_weight(start: tuple[int, ...]) -> torch.Tensor:
-        faces = tuple(
-            (s == 0, s + extent[a] == spatial[a]) if margin[a] else ()
-            for a, s in enumerate(start)
-        )
-        if faces in weight_cache:
-            weight_cache.move_to_end(faces)
-        else:
-            weight = np.ones(())
-            for a, s in enumerate(start):
-                weight = np.multiply.outer(weight, axis_weight(a, s))
-            weight_cache[faces] = torch.from_numpy(weight)
-            if len(weight_cache) > _WEIGHT_CACHE:
-                weight_cache.popitem(last=False)
-        return weight_cache[faces]
+    def normalised(axis: int, s: int) -> np.ndarray:
+        return axis_weight(axis, s) / sums[axis][s : s + extent[axis]]
+
+    def tile_weight(start: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if start[0] not in first_cache:
+            values = torch.from_numpy(normalised(0, start[0]))
+            first_cache[start[0]] = values.reshape(-1, *[1] * (ndim - 1))
+        if start[1:] not in rest_cache:
+            rest = np.ones(())
+            for a, s in enumerate(start[1:], start=1):
+                rest = np.multiply.outer(rest, normalised(a, s))
+            rest_cache[start[1:]] = torch.from_numpy(rest)
+        return first_cache[start[0]], rest_cache[start[1:]]
 
     def batches() -> Iterator[list[tuple[int, ...]]]:
         # Axis 0 outermost: tiles arrive in non-decreasing order of their first-axis start.
@@ -347,45 +347,31 @@ def sliding_window(
         while batch := list(itertools.islice(positions, batch_size)):
             yield batch
 
-    num: torch.Tensor | None = None  # slab of Σ w·p, rows [lo, lo + extent[0]) of axis 0
+    num: torch.Tensor | None = None  # slab of Σ ŵ·p, rows [lo, lo + extent[0]) of axis 0
     lo = 0
-
-    # Σ w over the axes after the first, shape spatial[1:]; times a row's sum at each flush
-    cross = torch.ones((), dtype=torch.float64)
-    for values in sums[1:]:
-        cross = cross[..., None] * torch.from_numpy(values)
 
     # Buffers made once, on the first prediction, and reused: every tile and every flush
     # would otherwise allocate (and page-fault in) fresh slab-sized temporaries.
-    own_out = out is None  # made here (float32, in memory): flushes divide straight into it
-    # one tile's prediction promoted to float64 (a same-dtype multiply-add is vectorised,
-    # a mixed-dtype one is not)
+    own_out = out is None  # made here (float32, in memory): flushes round straight into it
+    # one tile's prediction promoted to float64 and scaled by its first-axis weight (a
+    # same-dtype multiply-add is vectorised, a mixed-dtype one is not)
     promoted: torch.Tensor | None = None
     rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
-    # Σ w of a few rows at a time (at least one row, about 2¹⁸ values, so the buffer stays in
-    # cache between its product and the division): first-axis sum × cross
-    chunk = max(1, 2**18 // max(1, cross.numel()))
-    denominator = torch.empty((min(chunk, extent[0]), *spatial[1:]), dtype=torch.float64)
 
-    def flush(rows: int) -> None:
+    def flush(rows: int, last: bool = False) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
         nonlocal lo
         dtype = np.dtype(getattr(out, "dtype", np.float32))
         rows_out = (slice(None), slice(lo, lo + rows))
-        if own_out:
-            target = torch.from_numpy(out[rows_out])  # our own float32 ``out``: in place
+        if own_out:  # our own float32 ``out``: rounded in place, once
+            torch.from_numpy(out[rows_out]).copy_(num[:, :rows])
         elif dtype == np.float32:
-            target = rows32[:, :rows]
-        else:
-            target = num[:, :rows]  # the float64 quotient in place; NumPy casts it below
-        first = torch.from_numpy(sums[0][lo : lo + rows]).reshape(rows, *[1] * (ndim - 1))
-        for a in range(0, rows, chunk):
-            b = min(a + chunk, rows)
-            torch.mul(first[a:b], cross, out=denominator[: b - a])
-            # one rounding from the float64 quotient to ``target``'s dtype
-            torch.div(num[:, a:b], denominator[: b - a], out=target[:, a:b])
-        if not own_out:
-            out[rows_out] = target.numpy().astype(dtype, copy=False)
+            out[rows_out] = rows32[:, :rows].copy_(num[:, :rows]).numpy()
+        else:  # NumPy rounds the float64 values once, to ``out``'s dtype
+            out[rows_out] = num[:, :rows].numpy().astype(dtype, copy=False)
+        lo += rows
+        if last:
+            return
         # rows [rows, E) move to [0, E - rows) in chunks of at most ``rows`` rows, so no
         # chunk's source overlaps its destination or an earlier chunk's destination
         keep = extent[0] - rows
@@ -393,7 +379,6 @@ def sliding_window(
             b = min(a + rows, keep)
             num[:, a:b].copy_(num[:, a + rows : b + rows])
         num[:, keep:].zero_()
-        lo += rows
 
     # in-memory sources are sliced tile by tile (views); others are read a slab at a time
     in_memory = isinstance(source, (np.ndarray, torch.Tensor))
@@ -453,12 +438,13 @@ def sliding_window(
                 if start[0] > lo:
                     flush(start[0] - lo)
                 local = (slice(start[0] - lo, start[0] - lo + extent[0]), *window[1:])
-                # Σ w·p in float64 (float32 predictions are promoted exactly)
+                # Σ ŵ·p in float64 (float32 predictions are promoted exactly)
+                first, rest = tile_weight(start)
                 if pred.dtype == torch.float64:
-                    pred64 = pred[crop]
+                    torch.mul(pred[crop], first, out=promoted)
                 else:
-                    pred64 = promoted.copy_(pred[crop])
-                num[(slice(None), *local)].addcmul_(pred64, tile_weight(start))
+                    promoted.copy_(pred[crop]).mul_(first)
+                num[(slice(None), *local)].addcmul_(promoted, rest)
             bar.update(len(batch))
-        flush(spatial[0] - lo)
+        flush(spatial[0] - lo, last=True)
     return out
