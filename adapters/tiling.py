@@ -176,7 +176,10 @@ class _SlabReader:
                 self.block = self.buffer
             else:
                 self.block = None  # let the previous slab go before reading the next
-                self.block = self.source[rows]
+                block = self.source[rows]
+                if not isinstance(block, (np.ndarray, torch.Tensor)):  # e.g. a lazy dask slab
+                    block = np.asarray(block)
+                self.block = block
             self.start = start
         return self.block
 

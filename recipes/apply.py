@@ -1,6 +1,6 @@
 """``ndwconv denoise``: denoise NIfTI and HDF5 volumes with a trained checkpoint, tile by tile.
 
-Each input is read tile by tile (:func:`ndwconv.adapters.volumes.load`), denoised with
+Each input is read lazily (:func:`ndwconv.adapters.volumes.load`), denoised with
 :func:`ndwconv.adapters.tiling.sliding_window` and written to ``OUTPUT_DIR/<input file
 name>`` (an HDF5 output keeps the dataset path) with the input's header, affine and, by
 default, on-disk dtype (:func:`ndwconv.adapters.volumes.save`, atomic: a failure leaves no
@@ -28,7 +28,8 @@ padding), and ``margin = overlap // 2`` voxels are dropped at each tile face ins
 volume, so a convolutional model whose receptive radius is at most ``margin`` gives the
 same result as on the whole volume at once.
 
-Memory: the reads are tile by tile, and the result is written slab by slab into a float32
+Memory: the reads are one slab of tile rows at a time (``tile`` rows of the first axis,
+all of the others), and the result is written slab by slab into a float32
 scratch file beside the output (``np.memmap``, removed afterwards), then converted and
 saved slab by slab, so a volume larger than memory never has to fit in it; the disk needs
 room for the scratch file (4 bytes per voxel) besides the output.
@@ -175,7 +176,7 @@ def robust_range(
 
 class _Normalised:
     """``(1, *spatial)`` source for the tiler: a volume, or one frame of a series (last
-    axis), read tile by tile and mapped by ``(x - lo) / scale``."""
+    axis), read region by region and mapped by ``(x - lo) / scale``."""
 
     def __init__(self, volume: volumes.Volume, lo: float, scale: float, frame: int | None = None):
         self.volume, self.lo, self.scale, self.frame = volume, lo, scale, frame

@@ -177,6 +177,36 @@ def test_short_first_axis_is_read_once():
     np.testing.assert_array_equal(got, source.array)
 
 
+class LazyBlock:
+    """What a lazy array library returns from slicing: values only through ``__array__``."""
+
+    computed = 0
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = array.shape
+
+    def __array__(self, dtype=None, copy=None):
+        LazyBlock.computed += 1
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def test_lazy_slabs_are_computed_once():
+    """A slab that is not an array (dask, zarr, xarray) is turned into one once, not per tile."""
+    x = np.random.default_rng(5).standard_normal((1, 20, 9, 8)).astype(np.float32)
+
+    class LazySource:
+        shape = x.shape
+
+        def __getitem__(self, index):
+            return LazyBlock(x[index])
+
+    LazyBlock.computed = 0
+    got = sliding_window(identity, LazySource(), 5, overlap=0.4, batch_size=2, progress=False)
+    assert LazyBlock.computed == len(tile_starts(20, 5, 3))
+    np.testing.assert_array_equal(got, x)
+
+
 def test_tile_starts_cover_without_gaps():
     for size in range(1, 30):
         for tile in range(1, 8):
