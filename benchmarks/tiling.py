@@ -7,8 +7,9 @@ the same tile/ROI, overlap 0.25, Gaussian blending (MONAI ``mode="gaussian"``,
 * **in-memory**: a float32 volume held in memory (a NumPy array for ours, the tensor view
   of the same array for MONAI), output in memory;
 * **HDF5**: a larger volume stored in an HDF5 file (an h5py dataset written once to a
-  temporary file). Ours reads tiles from the dataset and writes finished slabs straight
-  into an output dataset, so its memory follows the tile, not the volume. MONAI needs the
+  temporary file). Ours reads the dataset one slab of tile rows at a time and writes
+  finished slabs straight into an output dataset, so its memory follows the tile and the
+  cross-section, not the volume. MONAI needs the
   whole volume as one tensor: its timed run loads the dataset into memory, infers and
   writes the result into an output dataset, so both end with the result on disk; the
   load / infer / write split of MONAI's run is reported too.
@@ -751,9 +752,9 @@ def main(argv: list[str] | None = None) -> int:
             else "all runs in this process"
         )
         + "), medians of interleaved repeats; ratio = median of "
-        "per-repeat ours/MONAI (< 1: ours faster), [quartiles]. HDF5: ours reads tiles from "
-        "the dataset and writes into an output dataset; MONAI loads the dataset into one "
-        "tensor, infers, and writes the result into an output dataset.\n"
+        "per-repeat ours/MONAI (< 1: ours faster), [quartiles]. HDF5: ours reads slabs of "
+        "tile rows from the dataset and writes into an output dataset; MONAI loads the "
+        "dataset into one tensor, infers, and writes the result into an output dataset.\n"
     )
     rows = []
     for r in results:
