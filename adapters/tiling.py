@@ -4,12 +4,12 @@ A volume too large for one forward pass is cut into overlapping tiles, each tile
 predicted, and the predictions are blended with per-voxel weights (constant, or a
 Gaussian importance map as in MONAI's ``sliding_window_inference`` and nnU-Net). Unlike
 MONAI, no full-volume buffer is kept: the weighted sum covers one *slab* of ``tile[0]`` rows
-along the first spatial axis, and every finished row range is divided out and written to
+along the first spatial axis, and every finished row range is rounded and written to
 ``out`` (NumPy array, ``np.memmap`` or h5py dataset), so peak memory is set by the tile and
 the other axes, never by the length of the first axis. A source that is not in memory
 (h5py dataset, lazy reader) is read the same way, one slab of ``tile[0]`` rows at a time.
-The weights are separable, so the sum of weights is a product of 1-D sums and needs no
-buffer of its own.
+The weights are separable, and so is their sum: each tile's weight is normalised by it
+per axis, so no map of summed weights is stored and nothing is divided at the end.
 
 Blending is exact: with an identity predictor the output equals the input bit for bit in
 float32, borders included (see :func:`sliding_window`, "Exactness").

@@ -817,15 +817,12 @@ def main(argv: list[str] | None = None) -> int:
         own_rows = []
         for o in own:
             st = o["stats"]
-            timed = next((r for r in results if r["case"] == o["case"]), None)
+            # network time of the timed runs (fresh processes only: shared timing has none)
+            network = [rep["network_s"] for rep in runs if rep["case"] == o["case"]]
             pooled = "n/a"
-            if timed is not None and "samples_s" in timed:
-                network = [
-                    rep["network_s"] for rep in runs if rep["case"] == o["case"]
-                ] or None
-                if network:
-                    n = statistics.median(network)
-                    pooled = f"{(n + st.num_median_s) / (n + st.den_median_s):.4f}"
+            if network:
+                n = statistics.median(network)
+                pooled = f"{(n + st.num_median_s) / (n + st.den_median_s):.4f}"
             own_rows.append(
                 [
                     o["case"],
