@@ -45,12 +45,13 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from .atomic import atomic_write, scratch_file
 
 __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_path"]
 
@@ -457,41 +458,30 @@ def save(
     writer = _write_hdf5 if hdf5 else _write_nifti
     folder = os.path.dirname(os.path.abspath(file))
     name = os.path.basename(file)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=suffix or ".h5")
-    os.close(handle)
-    scratch = raw = None
-    try:
-        if isinstance(values, np.memmap):
+
+    def write(tmp: Path) -> None:
+        if isinstance(values, np.memmap) and (values.dtype != out_dtype or out_dtype.kind in "iu"):
             # Streaming: convert slab by slab into a scratch memmap beside the output, so
             # that a volume larger than memory is never held in it.
-            if values.dtype == out_dtype and out_dtype.kind not in "iu":
-                raw = values
-            else:
-                handle, scratch = tempfile.mkstemp(dir=folder, prefix=f".{name}.",
-                                                   suffix=".raw")
-                os.close(handle)
+            with scratch_file(folder, name, ".raw") as scratch:
                 raw = np.memmap(scratch, dtype=out_dtype, mode="w+", shape=values.shape)
                 for rows in _row_chunks(values):
                     raw[rows] = _to_dtype(np.asarray(values[rows]), out_dtype, slope, inter)
                 raw.flush()
+                emit(str(tmp), raw)
+                del raw  # closes the scratch memmap before its file is removed
+        elif isinstance(values, np.memmap):
+            emit(str(tmp), values)
         else:
-            raw = _to_dtype(values, out_dtype, slope, inter)
+            emit(str(tmp), _to_dtype(values, out_dtype, slope, inter))
+
+    def emit(tmp: str, raw: Any) -> None:
         if hdf5:
             writer(tmp, hdf5.group("dataset") or _DEFAULT_DATASET, raw, volume, template)
         else:
             writer(tmp, raw, volume, template, slope, inter)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use ordinary permissions
-        os.replace(tmp, file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        if scratch is not None:
-            raw = None  # closes the scratch memmap before it is removed
-            os.unlink(scratch)
+
+    atomic_write(file, write, suffix=suffix or ".h5")
     return path
 
 

@@ -1,7 +1,8 @@
-"""``ndwconv train`` and ``ndwconv compare``: the recipes on the command line.
+"""``ndwconv train`` and ``ndwconv compare``: every registered task on the command line.
 
-Both take a task (``denoise``), a configuration (a built-in name or a TOML file, see
-``ndwconv.recipes.config``) and overrides::
+Each command has one subcommand per task in ``ndwconv.recipes.tasks`` (``denoise``), built
+from the registry: the flags every task shares (configuration, overrides, output folder,
+device, density, resume) plus the task's own (denoising: ``--ndim``, ``--noise``)::
 
     ndwconv compare denoise --config quick
     ndwconv compare denoise --config bsd-cpu --data ../data/denoising --seeds 3
@@ -9,12 +10,8 @@ Both take a task (``denoise``), a configuration (a built-in name or a TOML file,
         --set train.steps=1000 --out runs/bsd-weighted
     torchrun --nproc_per_node 2 -m ndwconv train denoise --config quick
 
-Volumes: ``--ndim 3`` (or 4) selects the volume recipe (default configuration ``mni``), and
-``--data`` then lists training volumes (NIfTI or ``file.h5:/dataset``)::
-
-    ndwconv compare denoise --config mni --seeds 3
-    ndwconv train denoise --ndim 3 --data sub-01_T1w.nii.gz sub-02_T1w.nii.gz \\
-        --noise rician:15 --density gaussian:1.0mm
+A configuration (a built-in name or a TOML file, see ``ndwconv.recipes.engine.config``)
+says which task it is for (``task = "denoise"``); giving it to another task is an error.
 """
 
 from __future__ import annotations
@@ -26,44 +23,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .engine.distributed import DEVICE_HELP
+
 __all__ = ["compare_command", "train_command"]
 
-TASKS = ("denoise",)
 
-
-def _common(parser: argparse.ArgumentParser, out_default: str) -> None:
-    parser.add_argument(
-        "task", nargs="?", choices=TASKS, help="the recipe (required unless --list-configs)"
-    )
+def _common(parser: argparse.ArgumentParser, data_help: str, out_default: str) -> None:
     parser.add_argument(
         "--config",
-        help="built-in configuration (see --list-configs) or a TOML file (default: quick; "
-        "mni with --ndim 3 or more)",
+        help="built-in configuration (see --list-configs) or a TOML file (default: the "
+        "task's, e.g. quick)",
     )
     parser.add_argument(
         "--list-configs", action="store_true", help="list the built-in configurations and exit"
     )
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        metavar="PATH",
-        help="images: the folder (ROOT) holding the configuration's relative data folders "
-        "(e.g. Train400/ and BSD68/), required by every built-in image configuration but "
-        "quick; volumes (--ndim ≥ 3): the training volumes, NIfTI files or file.h5:/dataset "
-        "(default: the configuration's data.train)",
-    )
-    parser.add_argument(
-        "--ndim",
-        type=int,
-        metavar="N",
-        help="shorthand for --set model.ndim=N; 3 or more trains on volumes",
-    )
-    parser.add_argument(
-        "--noise",
-        metavar="KIND:SIGMA",
-        help="shorthand for noise.kind and noise.sigma (volumes), e.g. rician:15 or "
-        "gaussian:25; σ on the 0–255 scale",
-    )
+    parser.add_argument("--data", nargs="+", metavar="PATH", help=data_help)
     parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")
     parser.add_argument(
         "--set",
@@ -76,8 +50,8 @@ def _common(parser: argparse.ArgumentParser, out_default: str) -> None:
     parser.add_argument("--steps", type=int, metavar="N", help="shorthand for --set train.steps=N")
     parser.add_argument(
         "--device",
-        help="shorthand for --set train.device=D: auto (default), cpu, cuda or cuda:N; under "
-        "torchrun each process takes cuda:LOCAL_RANK when CUDA is used",
+        help=f"shorthand for --set train.device=D: {DEVICE_HELP}; under torchrun each "
+        "process takes cuda:LOCAL_RANK when CUDA is used",
     )
     parser.add_argument(
         "--density",
@@ -90,24 +64,51 @@ def _common(parser: argparse.ArgumentParser, out_default: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _task_parsers(
+    parser: argparse.ArgumentParser, command: str, out_default: str, example: str
+) -> list[argparse.ArgumentParser]:
+    """One subparser per registered task under ``parser``, with the shared flags."""
+    from .tasks import get_task, task_names
+
+    parser.add_argument(
+        "--list-configs", action="store_true", help="list the built-in configurations and exit"
+    )
+    sub = parser.add_subparsers(dest="task", metavar="TASK", title="tasks")
+    made = []
+    for name in task_names():
+        entry = get_task(name)
+        task_parser = sub.add_parser(
+            name,
+            help=entry.help,
+            description=parser.description,
+            epilog=f"example: {example.format(task=name)}",
+        )
+        _common(task_parser, entry.data_help, out_default)
+        entry.add_arguments(task_parser)
+        made.append(task_parser)
+    return made
+
+
 def train_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ndwconv train``."""
     parser = subparsers.add_parser(
         "train",
-        help="train one model of a recipe (also under torchrun)",
-        description="Train one model of a recipe: checkpoints, metrics.jsonl and curves.png "
+        help="train one model of a task (also under torchrun)",
+        description="Train one model of a task: checkpoints, metrics.jsonl and curves.png "
         "go to the output folder. Runs distributed under torchrun --nproc_per_node N, where "
         "train.batch_size (the global batch) must be divisible by N.",
         epilog="example: ndwconv train denoise --config quick --method weighted --steps 200",
     )
-    _common(parser, "runs/TASK-CONFIG-METHOD")
-    parser.add_argument(
-        "--method",
-        choices=("standard", "weighted"),
-        default="weighted",
-        help="plain convolutions, or made weighted with [weighted] density (default: weighted)",
-    )
-    parser.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    example = "ndwconv train {task} --config quick --method weighted --steps 200"
+    for task_parser in _task_parsers(parser, "train", "runs/TASK-CONFIG-METHOD", example):
+        task_parser.add_argument(
+            "--method",
+            choices=("standard", "weighted"),
+            default="weighted",
+            help="plain convolutions, or made weighted with [weighted] density "
+            "(default: weighted)",
+        )
+        task_parser.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     parser.set_defaults(func=_train, command="train")
 
 
@@ -116,75 +117,76 @@ def compare_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="standard vs weighted: same initial weights, data and budget, several seeds",
-        description="Train the standard and the weighted model of a recipe from the same "
+        description="Train the standard and the weighted model of a task from the same "
         "initial weights, on the same samples, for the same budget, for each seed; write "
-        "report.md, figure.png, per_image.csv and results.json, and print the table. "
+        "report.md, figure.png, per-item scores and results.json, and print the table. "
         "Runs in one process (not under torchrun).",
         epilog="example: ndwconv compare denoise --config quick --seeds 2",
     )
-    _common(parser, "runs/compare-TASK-CONFIG")
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        metavar="N",
-        help="train with seeds 0 … N−1 (default: the config's compare.seeds); the comparison "
-        "sets train.seed itself",
-    )
+    example = "ndwconv compare {task} --config quick --seeds 2"
+    for task_parser in _task_parsers(parser, "compare", "runs/compare-TASK-CONFIG", example):
+        task_parser.add_argument(
+            "--seeds",
+            type=int,
+            metavar="N",
+            help="train with seeds 0 … N−1 (default: the config's compare.seeds); the "
+            "comparison sets train.seed itself",
+        )
     parser.set_defaults(func=_compare, command="compare")
 
 
 def _list_configs() -> int:
-    from .config import builtin_configs
+    from .engine.config import builtin_configs
 
     for name, line in builtin_configs().items():
         print(f"{name:20s} {line}")
     return 0
 
 
-def _config(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    from .config import load_config
+def _entry(args: argparse.Namespace) -> Any:
+    from .tasks import get_task, task_names
 
-    overrides = []
-    if args.ndim is not None:
-        overrides.append(f"model.ndim={args.ndim}")
-    if args.noise is not None:
-        kind, sep, sigma = args.noise.partition(":")
-        if not sep or not sigma:
-            raise ValueError(f"--noise must look like KIND:SIGMA (e.g. rician:15), got "
-                             f"{args.noise!r}")
-        overrides += [f"noise.kind={json.dumps(kind)}", f"noise.sigma={sigma}"]
-    overrides += list(args.overrides)
+    if args.task is None:
+        raise ValueError(
+            f"name the task ({', '.join(task_names())}), e.g. `ndwconv {args.command} "
+            "denoise --config quick`"
+        )
+    return get_task(args.task)
+
+
+def _config(entry: Any, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    from .engine.config import load_config
+
+    overrides = [*entry.overrides(args), *args.overrides]
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.device is not None:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.density is not None:
         overrides.append(f"weighted.density={json.dumps(args.density)}")
-    name = args.config
-    if name is None:
-        name = "mni" if args.ndim is not None and args.ndim >= 3 else "quick"
-    return load_config(name, [*overrides, *extra])
-
-
-def _task(args: argparse.Namespace) -> None:
-    if args.task is None:
+    config = load_config(entry.config_name(args), [*overrides, *extra])
+    task = config.get("task", entry.name)
+    if task != entry.name:
         raise ValueError(
-            f"name the task ({', '.join(TASKS)}), e.g. `ndwconv {args.command} "
-            "denoise --config quick`"
+            f"configuration {config['name']!r} is for the task {task!r}, not {entry.name!r}: "
+            f"run `ndwconv {args.command} {task} --config {config['name']}`"
         )
+    return config
 
 
 def _train(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs()
-    _task(args)
-    from .denoise import make_task
-    from .train import fit
+    entry = _entry(args)
+    from .engine.compare import check_fit
+    from .engine.trainer import fit
 
     extra = [] if args.seed is None else [f"train.seed={args.seed}"]
-    config = _config(args, extra)
-    out = Path(args.out or f"runs/{args.task}-{config['name']}-{args.method}")
-    task = make_task(config, args.method, args.data)
+    config = _config(entry, args, extra)
+    entry.check_config(config)
+    check_fit(entry, config)
+    out = Path(args.out or f"runs/{entry.name}-{config['name']}-{args.method}")
+    task = entry.make(config, args.method, args.data)
     result = fit(
         task,
         config,
@@ -202,27 +204,26 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs()
-    _task(args)
+    entry = _entry(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
             "compare runs in one process; under torchrun use `ndwconv train` for each method"
         )
-    from .denoise import compare, format_table, verdict
+    from .engine.compare import compare, format_table, verdict
 
-    config = _config(args, [])
+    config = _config(entry, args, [])
     if args.seeds is not None:
         seeds, source = args.seeds, "--seeds"
     else:
         seeds, source = config.get("compare", {}).get("seeds", 1), "compare.seeds"
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"{source} must be an integer ≥ 1, got {seeds!r}")
-    out = Path(args.out or f"runs/compare-{args.task}-{config['name']}")
+    out = Path(args.out or f"runs/compare-{entry.name}-{config['name']}")
     results = compare(
-        config, range(seeds), out, args.data, resume=args.resume, progress=not args.quiet
+        entry, config, range(seeds), out, args.data, resume=args.resume, progress=not args.quiet
     )
     print(format_table(results))
     print()
-
     print(verdict(results))
     print(f"report: {out / 'report.md'}", file=sys.stderr)
     return 0

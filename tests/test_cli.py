@@ -18,7 +18,7 @@ from ndwconv.cli import main
 
 pytest.importorskip("skimage")
 pytest.importorskip("safetensors")
-data = pytest.importorskip("ndwconv.recipes.data")
+data = pytest.importorskip("ndwconv.recipes.tasks.denoise.data")
 
 # A comparison of a few seconds on the embedded images: a 3-layer DnCNN, 3 steps, 1 seed.
 TINY = [

@@ -23,10 +23,10 @@ nib = pytest.importorskip("nibabel")
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("safetensors")
 
-from ndwconv.recipes import apply  # noqa: E402
-from ndwconv.recipes import denoise as denoise_recipe  # noqa: E402
+from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
 from ndwconv.recipes.models import DnCNN, odd_kernel_convs  # noqa: E402
-from ndwconv.recipes.train import save_checkpoint  # noqa: E402
+from ndwconv.recipes.tasks import denoise as denoise_recipe  # noqa: E402
+from ndwconv.recipes.tasks.denoise import command as apply  # noqa: E402
 
 TILING = ("--overlap", "0.5", "--batch", "3", "--device", "cpu", "--quiet")
 AFFINE = np.array(

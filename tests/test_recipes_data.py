@@ -1,5 +1,5 @@
-"""Tests of ``ndwconv.recipes.data`` (image sources, seeded noisy patches) and
-``ndwconv.recipes.metrics`` (PSNR, SSIM, tiled inference).
+"""Tests of ``ndwconv.recipes.tasks.denoise.data`` (image sources, seeded noisy patches) and
+``…denoise.metrics`` and ``…denoise.inference`` (PSNR, SSIM, tiled inference).
 
 Reference values are computed independently here: Pillow's documented luma formula
 for grey conversion, ``10 · log10(255² / MSE)`` in float64 for PSNR, scikit-image's own
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ndwconv.recipes.data import (
+from ndwconv.recipes.tasks.denoise.data import (
     EMBEDDED_TRAIN,
     EMBEDDED_VALIDATION,
     IMAGE_EXTENSIONS,
@@ -26,7 +26,8 @@ from ndwconv.recipes.data import (
     load_image,
     open_images,
 )
-from ndwconv.recipes.metrics import denoise_image, psnr, ssim, to_uint8_scale
+from ndwconv.recipes.tasks.denoise.inference import denoise_image
+from ndwconv.recipes.tasks.denoise.metrics import psnr, ssim, to_uint8_scale
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow comes with ndwconv[recipes]")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ndwconv.recipes.volume_data import VolumePatches, add_noise, normalise
+from ndwconv.recipes.tasks.denoise.volume_data import VolumePatches, add_noise, normalise
 
 
 def ramp(shape=(20, 18, 16)) -> np.ndarray:

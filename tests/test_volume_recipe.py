@@ -23,10 +23,13 @@ pytest.importorskip("skimage")
 ndimage = pytest.importorskip("scipy.ndimage")
 
 from ndwconv.adapters.volumes import is_physical, physical_density  # noqa: E402
-from ndwconv.recipes.config import load_config  # noqa: E402
-from ndwconv.recipes.denoise import load_denoiser, make_task  # noqa: E402
-from ndwconv.recipes.denoise_volumes import VolumeDenoiseTask  # noqa: E402
+from ndwconv.recipes.engine.config import load_config  # noqa: E402
 from ndwconv.recipes.models import BatchNormNd, DnCNN, make_weighted  # noqa: E402
+from ndwconv.recipes.tasks.denoise import (  # noqa: E402
+    VolumeDenoiseTask,
+    load_denoiser,
+    make_task,
+)
 
 
 def _nifti(path, array, zooms=(1.0, 1.0, 1.0)):

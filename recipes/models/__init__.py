@@ -29,7 +29,8 @@ from torch import nn
 import ndwconv
 from ndwconv.density import Ones
 
-from .dncnn import BatchNormNd, DnCNN
+from .dncnn import DnCNN
+from .layers import BatchNormNd, batch_norm, conv_type
 from .nafnet import NAFNet
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "BatchNormNd",
     "DnCNN",
     "NAFNet",
+    "batch_norm",
     "build_model",
+    "conv_type",
     "count_parameters",
     "make_weighted",
     "odd_kernel_convs",

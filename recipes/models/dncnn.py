@@ -15,53 +15,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ndwconv import WeightedConvNd
+from .layers import batch_norm as norm
+from .layers import conv_type
 
-__all__ = ["BatchNormNd", "DnCNN"]
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-
-
-class BatchNormNd(nn.modules.batchnorm._BatchNorm):
-    """Batch normalisation over ``(B, C, *spatial)`` for any number of spatial axes.
-
-    Statistics per channel over the batch and every spatial axis, as ``nn.BatchNorm3d``
-    computes them (``F.batch_norm`` takes any trailing shape); the same parameters, buffers
-    and ``state_dict`` keys. ``ndim`` fixes the expected number of spatial axes.
-
-    Example:
-        >>> import torch
-        >>> bn = BatchNormNd(4, 3)
-        >>> bn(torch.randn(2, 3, 4, 5, 6, 7)).shape
-        torch.Size([2, 3, 4, 5, 6, 7])
-    """
-
-    def __init__(self, ndim: int, num_features: int, **kwargs: Any):
-        super().__init__(num_features, **kwargs)
-        self.ndim = ndim
-
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() != self.ndim + 2:
-            raise ValueError(
-                f"BatchNormNd(ndim={self.ndim}) expects {self.ndim + 2}-D input, "
-                f"got {input.dim()}-D"
-            )
-
-
-def _conv(ndim: int) -> Any:
-    if ndim in _CONV:
-        return _CONV[ndim]
-
-    def conv(*args: Any, **kwargs: Any) -> nn.Module:
-        return WeightedConvNd(ndim, *args, density="ones", **kwargs)
-
-    return conv
-
-
-def _batch_norm(ndim: int, width: int) -> nn.Module:
-    return _BATCH_NORM[ndim](width) if ndim in _BATCH_NORM else BatchNormNd(ndim, width)
-
+__all__ = ["DnCNN"]
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -137,7 +94,7 @@ class DnCNN(nn.Module):
         self.ndim = ndim
         self.channels = channels
         self.residual = bool(residual)
-        conv, pad = _conv(ndim), kernel_size // 2
+        conv, pad = conv_type(ndim), kernel_size // 2
         layers: list[nn.Module] = [
             conv(channels, width, kernel_size, padding=pad),
             nn.ReLU(inplace=True),
@@ -145,7 +102,7 @@ class DnCNN(nn.Module):
         for _ in range(depth - 2):
             layers.append(conv(width, width, kernel_size, padding=pad, bias=not batch_norm))
             if batch_norm:
-                layers.append(_batch_norm(ndim, width))
+                layers.append(norm(ndim, width))
             layers.append(nn.ReLU(inplace=True))
         layers.append(conv(width, channels, kernel_size, padding=pad))
         self.body = nn.Sequential(*layers)

@@ -1,7 +1,7 @@
 """Training data from volumes: N-D patches with Gaussian or Rician noise.
 
-The volume counterpart of ``ndwconv.recipes.data.PatchDataset`` for 3-D (or 4-D) networks:
-cubic patches cut at random from intensity-normalised volumes, with a noise model
+The volume counterpart of ``ndwconv.recipes.tasks.denoise.data.PatchDataset`` for 3-D
+(or 4-D) networks: cubic patches cut at random from intensity-normalised volumes, with a noise model
 suited to magnitude images.
 
 * **Normalisation** (``normalise``): each volume is mapped to [0, 1] by a robust range,
@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import NoiseSpec, _seeded_generator
+from ...engine import streams
+from .data import NoiseSpec
 
 __all__ = ["NOISE_KINDS", "VolumePatches", "add_noise", "normalise"]
 
@@ -178,7 +179,7 @@ class VolumePatches(Dataset):
         i = operator.index(index)
         if i < 0:
             raise IndexError(f"VolumePatches items are numbered from 0, got {index}")
-        generator = _seeded_generator(self.seed, i, 2)  # 2: apart from image patch streams
+        generator = streams.generator("volume_patches", self.seed, i)
         for _ in range(_MAX_DRAWS):
             patch = self._crop(generator)
             if self.min_foreground <= 0:

@@ -1,18 +1,20 @@
-"""The recipes' shared trainer: one loop for every task, single process or distributed.
+"""The engine's trainer: one loop for every task, single process or distributed.
 
-A *task* supplies the model, the training samples and the evaluation; the trainer owns
-everything else, configured by the ``[train]``, ``[optim]`` and ``[schedule]`` tables of a
-recipe configuration (see ``ndwconv.recipes.config``):
+A *task* (``ndwconv.recipes.engine.task.Task``) supplies the model, the training samples,
+the loss and the evaluation; the trainer owns everything else, configured by the
+``[train]``, ``[optim]`` and ``[schedule]`` tables of a recipe configuration (see
+``ndwconv.recipes.engine.config``):
 
-* the optimizer (Adam, AdamW, SGD) and the schedule (constant, cosine, multistep);
-* the loss on ``(model(inputs), targets)``: ``mse``, ``l1`` or ``psnr`` (minus the mean
-  per-sample PSNR on the model's scale, a scale-free form of MSE);
+* the optimizer (Adam, AdamW, SGD; ``optim.density_lr`` puts learned densities in a
+  parameter group of their own) and the schedule (constant, cosine, multistep);
+* the loss: ``task.loss(model(inputs), targets)``, targets moved to ``task.target_dtype``;
+* hooks at step boundaries (``Hook``): e.g. ``FreezeDensities(k)`` freezes learned
+  densities after step ``k`` and rebuilds the optimizer (learn-then-freeze);
 * checkpoints every ``checkpoint_every`` steps and when training stops (finished,
-  interrupted by Ctrl-C or SIGTERM, or failed): ``step-NNNNNNNN.safetensors`` (model,
-  optimizer and RNG tensors; loading them runs no code) with a JSON sidecar
-  (configuration, task description, densities, step, schedule and metrics).
-  ``resume=True`` continues from the newest complete checkpoint and, on CPU, produces
-  bit-identical weights to a run that was never interrupted;
+  interrupted by Ctrl-C or SIGTERM, or failed), in the format of
+  ``ndwconv.recipes.engine.checkpoint``. ``resume=True`` continues from the newest complete
+  checkpoint and, on CPU, produces bit-identical weights to a run that was never
+  interrupted;
 * a progress bar (loss, samples/s), ``metrics.jsonl`` (one JSON object per logged step and
   per evaluation) and ``curves.png`` (with matplotlib);
 * distribution: under ``torchrun --nproc_per_node N`` it trains with
@@ -22,8 +24,8 @@ recipe configuration (see ``ndwconv.recipes.config``):
   global batch. Rank 0 alone logs, evaluates and checkpoints. On CUDA,
   ``train.sync_bn = true`` makes batch norm use global batch statistics; on CPU PyTorch has
   no synchronised batch norm, so each rank normalises its own slice;
-* on CUDA, bfloat16 autocast (``train.amp``) and channels-last memory (``train.channels_last``).
-  Nothing requires CUDA.
+* on CUDA, bfloat16 autocast (``train.amp``) and channels-last memory
+  (``train.channels_last``, for 2-D inputs). Nothing requires CUDA.
 
 Samples are addressed by their global index: step ``s`` trains on samples
 ``s·B … s·B + B − 1`` (``B`` = ``train.batch_size``), and a task's dataset must make sample
@@ -38,10 +40,12 @@ Example:
     ...         x = torch.full((1,), (i % 64) / 64)
     ...         return x, 2 * x
     >>> class Line:  # a task: learn y = 2x
-    ...     name = "line"
+    ...     name, metrics, target_dtype, spatial_dims = "line", (), torch.float32, None
     ...     dataset = Samples()
     ...     def build_model(self):
     ...         return nn.Linear(1, 1)
+    ...     def loss(self, output, target):
+    ...         return nn.functional.mse_loss(output, target)
     ...     def evaluate(self, model, device, final=True):
     ...         return {"slope": float(model.weight)}
     ...     def describe(self):
@@ -57,49 +61,47 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import platform
-import re
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 import ndwconv
+from ndwconv.adapters.atomic import write_json
 
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    model_state,
+    optimizer_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .config import check_section
+from .distributed import Distribution, distribution, resolve_device
+from .log import append_log, plot_curves, truncate_log
+from .streams import step_seed
+from .task import Task
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "Task",
+    "FreezeDensities",
+    "Hook",
+    "Run",
     "TrainResult",
-    "atomic_write",
     "fit",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "plot_curves",
-    "resolve_device",
-    "save_checkpoint",
     "step_indices",
     "validate",
-    "write_json",
 ]
-
-CHECKPOINT_FORMAT = "ndwconv.checkpoint/1"
 
 TRAIN_SCHEMA: dict[str, Any] = {
     "steps": int,
@@ -122,7 +124,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 1000,
     "batch_size": 16,
     "seed": 0,
-    "loss": "mse",
     "grad_clip": 0.0,
     "log_every": 10,
     "eval_every": 0,
@@ -154,7 +155,6 @@ SCHEDULE_SCHEMA: dict[str, Any] = {
 }
 SCHEDULE_DEFAULTS: dict[str, Any] = {"name": "constant", "gamma": 0.1, "min_lr": 0.0}
 
-LOSSES = ("mse", "l1", "psnr")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "multistep")
 
@@ -171,32 +171,6 @@ _RESUMABLE = {
         "workers",
     )
 }
-
-
-class Task(Protocol):
-    """What a recipe gives the trainer.
-
-    Attributes:
-        name: short task name, recorded in checkpoints.
-        dataset: ``dataset[i] -> (input, target)`` tensors, a pure function of ``i``.
-    """
-
-    name: str
-    dataset: Any
-
-    def build_model(self) -> nn.Module:
-        """A fresh model; called under the run's seed, so its initial weights are fixed."""
-
-    def evaluate(
-        self, model: nn.Module, device: torch.device, final: bool = True
-    ) -> dict[str, float]:
-        """Scalar validation metrics of ``model`` (in eval mode, gradients off).
-
-        ``final`` is false for the evaluations during training, which may use a subset.
-        """
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-safe description (model arguments, data, …) for the checkpoint sidecar."""
 
 
 @dataclasses.dataclass
@@ -247,8 +221,6 @@ def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise ValueError(f"train.{key} must be ≥ 0, got {train[key]}")
     if train["keep_checkpoints"] < 1:
         raise ValueError(f"train.keep_checkpoints must be ≥ 1, got {train['keep_checkpoints']}")
-    if train["loss"] not in LOSSES:
-        raise ValueError(f"train.loss must be one of {', '.join(LOSSES)}, got {train['loss']!r}")
     if not (train["grad_clip"] >= 0 and math.isfinite(train["grad_clip"])):
         raise ValueError(f"train.grad_clip must be ≥ 0 (0: off), got {train['grad_clip']}")
     optim["name"] = optim["name"].lower()
@@ -292,21 +264,6 @@ def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 f"for schedule.name = 'multistep', got {milestones!r}"
             )
     return {"train": train, "optim": optim, "schedule": schedule}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"train.device {name!r} is not a device name (auto, cpu, cuda:N)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device is {name!r} but CUDA is not available here")
-    return device
 
 
 def step_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> range:
@@ -378,177 +335,6 @@ def _scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _loss(name: str, output: Tensor, target: Tensor) -> Tensor:
-    if name == "l1":
-        return F.l1_loss(output, target)
-    if name == "psnr":
-        mse = (output - target).float().pow(2).flatten(1).mean(1)
-        return (10 * torch.log10(mse + 1e-10)).mean()
-    return F.mse_loss(output, target)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    The file gets the permissions of a plainly created one (``0o666`` less the umask), not
-    the owner-only mode of the temporary file.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path``, atomically."""
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1) + "\n", "utf-8"))
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """Split an optimizer's state dict into tensors (for safetensors) and the rest (JSON)."""
-    state = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {}
-    other: dict[str, dict[str, Any]] = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                other.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "state": other}
-
-
-def _optimizer_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in meta["state"].items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _densities(model: nn.Module) -> dict[str, str]:
-    return {name or "<root>": str(layer.density) for name, layer in ndwconv.weighted_layers(model)}
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    meta: Mapping[str, Any],
-    optimizer: torch.optim.Optimizer | None = None,
-    rng: bool = True,
-) -> Path:
-    """Write ``path`` (``.safetensors``) and its JSON sidecar (``.json``), atomically.
-
-    The safetensors file holds the model's state dict under ``model.``, the optimizer's
-    tensors under ``optimizer.`` and the RNG states under ``rng.``; the sidecar holds
-    ``meta`` plus the format, the densities of the weighted layers, the optimizer's
-    non-tensor state and versions. The sidecar is written last, so a checkpoint whose
-    sidecar exists is complete.
-
-    Returns:
-        The sidecar's path.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    sidecar: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        **meta,
-        "densities": _densities(model),
-        "versions": {
-            "ndwconv": ndwconv.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    if optimizer is not None:
-        opt_tensors, sidecar["optimizer"] = _optimizer_tensors(optimizer)
-        tensors.update(opt_tensors)
-    if rng:
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = state
-    # safetensors refuses tensors that share memory (tied weights): store copies
-    seen: set[int] = set()
-    for key, value in tensors.items():
-        ptr = value.untyped_storage().data_ptr() if value.numel() else -1
-        if ptr in seen:
-            tensors[key] = value.clone()
-        seen.add(ptr)
-    atomic_write(
-        path, lambda p: save_file(tensors, str(p), metadata={"format": CHECKPOINT_FORMAT})
-    )
-    sidecar_path = path.with_suffix(".json")
-    write_json(sidecar_path, sidecar)
-    return sidecar_path
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """``(tensors, sidecar)`` of a checkpoint, given either of its two files.
-
-    Loading runs no code from the files (safetensors and JSON only).
-
-    Raises:
-        FileNotFoundError: a file of the pair is missing (e.g. an interrupted write).
-        ValueError: the sidecar is not an ndwconv checkpoint.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    stem = path.with_suffix("")
-    tensors_path, sidecar_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    for p in (tensors_path, sidecar_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"checkpoint file {str(p)!r} does not exist")
-    try:
-        sidecar = json.loads(sidecar_path.read_text("utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"checkpoint sidecar {str(sidecar_path)!r} is not JSON: {err}") from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{str(sidecar_path)!r} is not an ndwconv checkpoint (format {CHECKPOINT_FORMAT})"
-        )
-    return load_file(str(tensors_path)), sidecar
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete ``step-*.safetensors`` checkpoint in ``out_dir/checkpoints``."""
-    folder = Path(out_dir) / "checkpoints"
-    best: tuple[int, Path] | None = None
-    for sidecar in folder.glob("step-*.json"):
-        match = re.fullmatch(r"step-(\d+)\.json", sidecar.name)
-        tensors = sidecar.with_suffix(".safetensors")
-        if match and tensors.is_file() and (best is None or int(match[1]) > best[0]):
-            best = (int(match[1]), tensors)
-    return None if best is None else best[1]
-
-
-def _prune(folder: Path, keep: int) -> None:
-    found = sorted(folder.glob("step-*.json"))
-    for sidecar in found[:-keep]:
-        for p in (sidecar, sidecar.with_suffix(".safetensors")):
-            with contextlib.suppress(OSError):
-                p.unlink()
-
-
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Trainer settings that differ and change the result (defaults filled in on both)."""
     diffs = []
@@ -575,73 +361,107 @@ def _description_differences(
 
 
 # ---------------------------------------------------------------------------------------
-# Distribution
-# ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # whether fit() initialised the process group
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """Whether ``flag`` is set on any rank (so that every rank stops at one step)."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
-
-    def mean(self, value: float, device: torch.device) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return float(t) / self.world
-
-
-def _distribution(device_name: str) -> tuple[_Dist, str]:
-    """Join the process group that torchrun describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), device_name
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and (
-        device_name == "auto" or device_name.startswith("cuda")
-    )
-    if use_cuda:
-        device_name = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
-    owned = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        owned = True
-    return _Dist(rank, dist.get_world_size(), local_rank, owned), device_name
-
-
-# ---------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------
 
 
 def _collate(items: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     inputs, targets = zip(*items, strict=True)
-    return torch.stack(inputs), torch.stack(targets)
+    return torch.stack(inputs), torch.stack([torch.as_tensor(t) for t in targets])
 
 
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of the global RNG for one rank's training step (dropout and the like)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+class Hook:
+    """Called by ``fit`` at step boundaries; subclass and override what you need.
+
+    Hooks run on every process. A hook that changes the model's parameters (as
+    ``FreezeDensities`` does) must call ``run.rebuild_optimizer()`` and runs in a single
+    process only.
+    """
+
+    def on_start(self, run: Run) -> None:
+        """After the model is built (and moved to its device), before the optimizer is
+        built and a checkpoint is loaded; ``run.step`` is the step training starts from
+        (non-zero when resuming), so a hook can put the model in the state it had then."""
+
+    def on_step_end(self, run: Run) -> None:
+        """After the optimizer and scheduler steps of step ``run.step`` (counted from 1),
+        before logging, evaluation and checkpointing."""
+
+
+@dataclasses.dataclass
+class Run:
+    """The state a hook sees and may change.
+
+    Attributes:
+        task: the task being trained.
+        model: the model (not wrapped in DDP).
+        step: steps completed.
+        steps: the run's length (``train.steps``).
+        optimizer, scheduler: the current ones (``None`` in ``on_start``).
+        world: the number of processes.
+    """
+
+    task: Task
+    model: nn.Module
+    step: int
+    steps: int
+    config: dict[str, dict[str, Any]]
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    world: int = 1
+
+    def rebuild_optimizer(self) -> None:
+        """Build the optimizer and scheduler anew for the model's current parameters.
+
+        Parameters that stay keep their optimizer state (e.g. Adam's moments); each
+        parameter group keeps its current learning rate, and the schedule continues where
+        it was.
+
+        Raises:
+            RuntimeError: in a distributed run (DDP cannot change its parameters).
+        """
+        if self.world > 1:
+            raise RuntimeError("a hook cannot rebuild the optimizer in a distributed run")
+        if self.optimizer is None or self.scheduler is None:
+            return  # on_start: fit builds them afterwards from the model as it is then
+        old, old_schedule = self.optimizer, self.scheduler
+        optimizer = _optimizer(self.model, self.config["optim"])
+        if len(optimizer.param_groups) != len(old.param_groups):
+            raise RuntimeError("rebuild_optimizer: the number of parameter groups changed")
+        scheduler = _scheduler(optimizer, self.config["schedule"], self.steps)
+        scheduler.load_state_dict(_scheduler_state(old_schedule))
+        for new_group, old_group in zip(optimizer.param_groups, old.param_groups, strict=True):
+            new_group["lr"] = old_group["lr"]
+            for p in new_group["params"]:
+                if p in old.state:
+                    optimizer.state[p] = old.state[p]
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+
+class FreezeDensities(Hook):
+    """Learn-then-freeze: after step ``at``, turn learned densities into fixed tables.
+
+    The densities' parameters leave the model and the optimizer (``ndwconv.freeze``, then
+    ``Run.rebuild_optimizer``); outputs are unchanged at the moment of freezing. On resume
+    from a later step the model is frozen before its checkpoint is loaded.
+
+    Args:
+        at: the step after which densities are frozen (≥ 0; 0 freezes before training).
+    """
+
+    def __init__(self, at: int):
+        if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+            raise ValueError(f"FreezeDensities: at must be an int ≥ 0, got {at!r}")
+        self.at = at
+
+    def on_start(self, run: Run) -> None:
+        if run.step >= self.at:
+            ndwconv.freeze(run.model, inplace=True)
+
+    def on_step_end(self, run: Run) -> None:
+        if run.step == self.at:
+            ndwconv.freeze(run.model, inplace=True)
+            run.rebuild_optimizer()
 
 
 def fit(
@@ -652,6 +472,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     description: str = "training",
+    hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Train ``task``'s model as ``config`` says, writing everything under ``out_dir``.
 
@@ -664,7 +485,7 @@ def fit(
     and then raise ``KeyboardInterrupt`` or ``SystemExit(128 + signal)``.
 
     Args:
-        task: the model, data and evaluation (see ``Task``).
+        task: the model, data, loss and evaluation (see ``Task``).
         config: a recipe configuration; its ``train``/``optim``/``schedule`` tables are
             read here (see ``validate`` for keys and defaults).
         out_dir: output folder (created): ``checkpoints/``, ``metrics.jsonl``, ``curves.png``.
@@ -672,6 +493,7 @@ def fit(
             none, or if its task, data, model or training settings differ).
         progress: show a progress bar (rank 0 only).
         description: the progress bar's label.
+        hooks: ``Hook`` objects called at step boundaries, in order.
 
     Returns:
         A ``TrainResult``.
@@ -679,8 +501,8 @@ def fit(
     cfg = validate(config)
     train = cfg["train"]
     out = Path(out_dir)
-    ctx, device_name = _distribution(train["device"])
-    device = resolve_device(device_name)
+    ctx, device_name = distribution(train["device"])
+    device = resolve_device(device_name, "train.device")
     if train["threads"]:
         torch.set_num_threads(train["threads"])
     step_indices(0, train["batch_size"], 0, ctx.world)  # checks divisibility before any work
@@ -691,7 +513,9 @@ def fit(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train["seed"])
         model = task.build_model()
-        return _fit(task, cfg, config, model, out, ctx, device, resume, progress, description)
+        return _fit(
+            task, cfg, config, model, out, ctx, device, resume, progress, description, hooks
+        )
 
 
 def _fit(
@@ -700,11 +524,12 @@ def _fit(
     config: Mapping[str, Any],
     model: nn.Module,
     out: Path,
-    ctx: _Dist,
+    ctx: Distribution,
     device: torch.device,
     resume: bool,
     progress: bool,
     description: str,
+    hooks: Sequence[Hook],
 ) -> TrainResult:
     train = cfg["train"]
     steps, batch, seed = train["steps"], train["batch_size"], train["seed"]
@@ -712,20 +537,18 @@ def _fit(
     cuda = device.type == "cuda"
     model.to(device)
     # channels-last only for image batches (N, C, H, W): 3-D convolutions refuse it
-    channels_last = cuda and train["channels_last"] and task.dataset[0][0].ndim == 3
+    channels_last = cuda and train["channels_last"] and getattr(task, "spatial_dims", None) == 2
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if cuda and ctx.world > 1 and train["sync_bn"]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = _optimizer(model, cfg["optim"])
-    scheduler = _scheduler(optimizer, cfg["schedule"], steps)
     run_config = {k: v for k, v in config.items() if k != "source"}
     run_config.update(cfg)
     describe = json.loads(json.dumps(task.describe()))
 
     start, history, totals = 0, [], {"train_seconds": 0.0, "samples": 0}
+    found = latest_checkpoint(out)  # every rank sees it: none waits for rank 0
     if resume:
-        found = latest_checkpoint(out)
         if found is None:
             raise FileNotFoundError(f"resume: no checkpoint in {str(ckpt_dir)!r}")
         tensors, sidecar = load_checkpoint(found)
@@ -736,22 +559,27 @@ def _fit(
                 f"resume: the run differs from the checkpoint's ({found.name}) in: "
                 + "; ".join(diffs)
             )
-        model.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        optimizer.load_state_dict(_optimizer_state(tensors, sidecar["optimizer"]))
-        scheduler.load_state_dict(sidecar["scheduler"])
-        start, history = int(sidecar["step"]), list(sidecar.get("history", []))
-        totals = {k: sidecar.get("totals", {}).get(k, v) for k, v in totals.items()}
-    elif latest_checkpoint(out) is not None:  # every rank sees it: none waits for rank 0
+        start = int(sidecar["step"])
+    elif found is not None:
         raise FileExistsError(
             f"{str(out)!r} already holds a run: resume it (--resume, or resume=True) or "
             "choose another output folder"
         )
+    run = Run(task, model, start, steps, cfg, world=ctx.world)
+    for hook in hooks:
+        hook.on_start(run)
+    run.optimizer = _optimizer(model, cfg["optim"])
+    run.scheduler = _scheduler(run.optimizer, cfg["schedule"], steps)
+    if resume:
+        model.load_state_dict(model_state(tensors))
+        run.optimizer.load_state_dict(optimizer_state(tensors, sidecar["optimizer"]))
+        run.scheduler.load_state_dict(sidecar["scheduler"])
+        history = list(sidecar.get("history", []))
+        totals = {k: sidecar.get("totals", {}).get(k, v) for k, v in totals.items()}
 
     if ctx.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_log(out / "metrics.jsonl", start)
+        truncate_log(out / "metrics.jsonl", start)
     ctx.barrier()
     net: nn.Module = model
     if ctx.world > 1:
@@ -767,22 +595,24 @@ def _fit(
         generator=torch.Generator().manual_seed(seed),  # not drawn from the global RNG
     )
     amp = cuda and train["amp"] and torch.cuda.is_bf16_supported()
+    target_dtype = getattr(task, "target_dtype", None)
 
     def checkpoint(step: int) -> Path | None:
         if not ctx.main:
             return None
+        assert run.scheduler is not None
         meta = {
             "task": task.name,
             "step": step,
             "config": run_config,
             "description": describe,
-            "scheduler": _scheduler_state(scheduler),
+            "scheduler": _scheduler_state(run.scheduler),
             "history": history,
             "totals": totals,
         }
         path = ckpt_dir / f"step-{step:08d}.safetensors"
-        save_checkpoint(path, model, meta, optimizer)
-        _prune(ckpt_dir, train["keep_checkpoints"])
+        save_checkpoint(path, model, meta, run.optimizer)
+        prune_checkpoints(ckpt_dir, train["keep_checkpoints"])
         return path
 
     def evaluate(step: int, final: bool) -> dict[str, float]:
@@ -794,7 +624,7 @@ def _fit(
             metrics = {k: float(v) for k, v in scores.items()}
             model.train()
             history.append({"step": step, **metrics})
-            _append_log(out / "metrics.jsonl", {"step": step, "eval": metrics})
+            append_log(out / "metrics.jsonl", {"step": step, "eval": metrics})
         ctx.barrier()
         return metrics
 
@@ -813,14 +643,15 @@ def _fit(
         tic = time.perf_counter()
         window_loss, window_n, window_time, window_seen = 0.0, 0, 0.0, 0
         for inputs, targets in loader:
-            torch.manual_seed(_step_seed(seed, ctx.rank, step))
+            torch.manual_seed(step_seed(seed, ctx.rank, step))
             inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+            targets = targets.to(device, dtype=target_dtype, non_blocking=True)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 output = net(inputs)
-            loss = _loss(train["loss"], output.float(), targets.float())
+            loss = task.loss(output.float(), targets)
+            optimizer = run.optimizer
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train["grad_clip"] > 0:
@@ -828,8 +659,11 @@ def _fit(
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             consistent = False  # the model is one step ahead of the counters until …
             optimizer.step()
-            scheduler.step()
+            run.scheduler.step()
             step += 1
+            run.step = step
+            for hook in hooks:
+                hook.on_step_end(run)
             consistent = True  # … here
             window_loss += float(loss.detach())
             window_n += 1
@@ -843,7 +677,7 @@ def _fit(
                 mean_loss = ctx.mean(window_loss / window_n, device)
                 record = {"step": step, "loss": mean_loss, "lr": lr, "samples_per_s": rate}
                 if ctx.main:
-                    _append_log(out / "metrics.jsonl", record)
+                    append_log(out / "metrics.jsonl", record)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", samples_s=f"{rate:.0f}")
                 window_loss, window_n, window_time, window_seen = 0.0, 0, 0.0, 0
             bar.update(1)
@@ -929,74 +763,3 @@ class _StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-
-def _append_log(path: Path, record: Mapping[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep only the log records up to ``step`` (a resumed run rewrites what follows)."""
-    if not path.exists():
-        return
-    keep = [json.dumps(r) for r in _log_records(path) if r.get("step", 0) <= step]
-    _write_json_lines(path, keep)
-
-
-def _log_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log, skipping a line torn by a killed process."""
-    records = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def _write_json_lines(path: Path, lines: Sequence[str]) -> None:
-    atomic_write(path, lambda p: p.write_text("".join(f"{x}\n" for x in lines), "utf-8"))
-
-
-def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(training records, evaluation records)`` of a ``metrics.jsonl`` file."""
-    train, evals = [], []
-    for record in _log_records(Path(path)):
-        if "eval" in record:
-            evals.append({"step": record["step"], **record["eval"]})
-        else:
-            train.append(record)
-    return train, evals
-
-
-def plot_curves(log: str | Path, png: str | Path) -> Path | None:
-    """Plot the loss and each evaluation metric of ``metrics.jsonl`` against the step.
-
-    Returns:
-        The figure's path, or ``None`` when matplotlib is not installed (``[plot]`` extra)
-        or there is nothing to plot.
-    """
-    try:
-        from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
-    except ImportError:
-        return None
-    train, evals = read_log(log)
-    if not train and not evals:
-        return None
-    keys = sorted({k for e in evals for k in e if k != "step"})
-    fig = Figure(figsize=(4 * (1 + len(keys)), 3))
-    axes = fig.subplots(1, 1 + len(keys), squeeze=False)
-    ax = axes[0, 0]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train])
-    ax.set(xlabel="step", ylabel="training loss", title="loss")
-    for ax, key in zip(axes[0, 1:], keys, strict=True):
-        pts = [(e["step"], e[key]) for e in evals if key in e]
-        ax.plot(*zip(*pts, strict=True), marker="o")
-        ax.set(xlabel="step", ylabel=key, title=key)
-    fig.tight_layout()
-    png = Path(png)
-    atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
-    return png

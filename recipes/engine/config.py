@@ -1,11 +1,13 @@
 """Recipe configurations: TOML files with command-line overrides.
 
-A configuration is a TOML document with one table per concern. Every recipe shares the
-``[optim]``, ``[schedule]`` and ``[train]`` tables read by ``ndwconv.recipes.train``; a
-task adds its own (denoising: ``[model]``, ``[data]``, ``[noise]``, ``[eval]``,
-``[weighted]``). The built-in configurations ship with the package
-(``ndwconv/recipes/configs/*.toml``) and are named without the suffix (``quick``,
-``bsd``, ``div2k-paper``); any other argument is read as a path to a TOML file.
+A configuration is a TOML document with one table per concern. Its top-level
+``task = "…"`` names the registered task it is for (``ndwconv.recipes.tasks``). Every
+recipe shares the ``[optim]``, ``[schedule]`` and ``[train]`` tables read by the trainer
+(``ndwconv.recipes.engine.trainer``) and the ``[weighted]`` table (``density``); a task
+adds its own (denoising: ``[model]``, ``[data]``, ``[noise]``, ``[eval]``). The built-in
+configurations ship with the package (``ndwconv/recipes/configs/*.toml``) and are named
+without the suffix (``quick``, ``bsd``, ``div2k-paper``); any other argument is read as
+a path to a TOML file.
 
 Overrides use the dotted ``section.key=value`` form, with ``value`` in TOML syntax (a
 bare word that is not valid TOML is taken as a string)::
@@ -37,12 +39,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = ["BUILTIN", "apply_overrides", "builtin_configs", "load_config", "parse_override"]
 
-BUILTIN = "ndwconv.recipes"
-"""Package whose ``configs/`` folder holds the built-in ``*.toml`` configurations."""
+BUILTIN = "ndwconv.recipes.configs"
+"""Package holding the built-in ``*.toml`` configurations."""
 
 
 def _configs_folder() -> Any:
-    return resources.files(BUILTIN) / "configs"
+    return resources.files(BUILTIN)
 
 
 def builtin_configs() -> dict[str, str]:
@@ -119,7 +121,8 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     """Read a configuration (built-in name or TOML path) and apply overrides.
 
     The result records where it came from under the ``"source"`` key. It is not validated
-    here: each task validates its own sections (see ``ndwconv.recipes.train.validate``).
+    here: the trainer validates its tables (``ndwconv.recipes.engine.trainer.validate``),
+    each task its own.
     """
     data, source = _read(name_or_path)
     data = apply_overrides(data, overrides)

@@ -54,7 +54,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,11 +62,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ndwconv.adapters import volumes
+from ndwconv.adapters.atomic import scratch_file
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
 from ndwconv.cli import one_line
 
-from .denoise import load_denoiser
+from ...engine.distributed import DEVICE_HELP, resolve_device, shard
+from . import load_denoiser
 
 __all__ = ["PERCENTILES", "denoise_command", "robust_range"]
 
@@ -124,10 +125,9 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
     parser.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="auto: CUDA when available (default); under torchrun each process takes "
-        "cuda:LOCAL_RANK",
+        help=f"{DEVICE_HELP} (default: auto); under torchrun each process takes "
+        "cuda:LOCAL_RANK when CUDA is used",
     )
     parser.add_argument(
         "--blend",
@@ -201,8 +201,8 @@ def _denoise(args: argparse.Namespace) -> int:
         raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    rank, world = _shard()
-    device = _device(args.device, world)
+    rank, world = shard()
+    device = resolve_device(args.device, "--device")
     model_ndim, model_spacing = _model_info(args.model)
     model = load_denoiser(args.model, device)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -254,20 +254,14 @@ def _denoise_file(
         output = _output_path(volume.source or path, args.output_dir)
         _check_output(path, output, args.overwrite)
         lo, hi = robust_range(volume)
-        handle, scratch = tempfile.mkstemp(
-            dir=args.output_dir, prefix=f".{os.path.basename(_file_part(output))}.",
-            suffix=".result",
-        )
-        os.close(handle)
-        try:
+        name = os.path.basename(_file_part(output))
+        with scratch_file(args.output_dir, name, ".result") as scratch:
             result = np.memmap(scratch, dtype=np.float32, mode="w+", shape=volume.shape)
             _predict_into(result, model, volume, args, device, walk, lo, hi,
                           os.path.basename(_file_part(path)))
             volumes.save(result, output, like=volume, dtype_policy=args.dtype,
                          overwrite=args.overwrite)
-        finally:
-            result = None  # closes the memmap before its file is removed
-            os.unlink(scratch)
+            del result  # closes the memmap before its file is removed
     seconds = time.perf_counter() - start
     shape = "×".join(map(str, volume.shape))
     note = _spacing_note(model_spacing, volume.spacing[:len(model_spacing or ())])
@@ -378,26 +372,3 @@ def _model_info(checkpoint: str) -> tuple[int, tuple[float, ...] | None]:
     if channels != 1:
         raise ValueError(f"{checkpoint}: the model takes {channels} channels, volumes have one")
     return ndim, spacing
-
-
-def _shard() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's environment, ``(0, 1)`` outside it."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-    except ValueError as err:
-        raise ValueError(f"WORLD_SIZE/RANK must be integers ({err})") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK {rank} is not in [0, WORLD_SIZE {world})")
-    return rank, world
-
-
-def _device(name: str, world: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda, but CUDA is not available here")
-        if world > 1:
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(name)

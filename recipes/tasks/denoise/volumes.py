@@ -2,7 +2,7 @@
 
 A configuration whose ``model.ndim`` is 3 or more is a *volume* configuration: the same
 ``[model]``, ``[noise]``, ``[eval]``, ``[weighted]`` and trainer tables as the image
-recipe (see ``ndwconv.recipes.denoise``), with this ``[data]`` table:
+task (see ``ndwconv.recipes.tasks.denoise.images``), with this ``[data]`` table:
 
 ``train``
     A volume path or a list of them (``scan.nii.gz``, ``stack.h5:/group/dataset``), or
@@ -16,7 +16,8 @@ recipe (see ``ndwconv.recipes.denoise``), with this ``[data]`` table:
     validation and never sampled for training. Or a path / list of paths of other volumes.
 ``percentiles``
     ``[low, high]``, default ``[0.5, 99.5]``: each volume is mapped to [0, 1] by these
-    percentiles of its intensities and clipped (``ndwconv.recipes.volume_data.normalise``).
+    percentiles of its intensities and clipped
+    (``ndwconv.recipes.tasks.denoise.volume_data.normalise``).
 ``crop``
     ``"foreground"`` crops each normalised volume to the bounding box of its voxels above
     ``foreground_level`` before the hold-out split (so that the held-out part is not
@@ -45,57 +46,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ndwconv.adapters.volumes import is_physical, physical_density
+
+from ...engine import streams
 from . import metrics
-from ._scoring import ScoredTask
-from .config import check_section
-from .data import NoiseSpec, _seeded_generator
-from .models import build_model, make_weighted
-from .volume_data import NOISE_KINDS, VolumePatches, add_noise, normalise
+from .base import DenoisingTask, check_method
+from .config import EMBEDDED_MNI, check_config, volume_paths
+from .data import NoiseSpec
+from .inference import denoise_image
+from .volume_data import VolumePatches, add_noise, normalise
 
-__all__ = [
-    "EMBEDDED_MNI",
-    "VolumeDenoiseTask",
-    "check_volume_config",
-    "is_volume_config",
-    "mni152_path",
-]
+__all__ = ["VolumeDenoiseTask", "mni152_path", "resolve_density"]
 
-EMBEDDED_MNI = "embedded:mni152"
 _MNI_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-
-DATA_SCHEMA: dict[str, Any] = {
-    "train": (str, list),
-    "validation": (str, list),
-    "holdout": float,
-    "holdout_axis": int,
-    "percentiles": list,
-    "crop": str,
-    "patch_size": int,
-    "flips": bool,
-    "min_foreground": float,
-    "foreground_level": float,
-    "length": int,
-}
-DATA_DEFAULTS: dict[str, Any] = {
-    "train": EMBEDDED_MNI,
-    "validation": "holdout",
-    "holdout": 0.25,
-    "holdout_axis": -1,
-    "percentiles": [0.5, 99.5],
-    "crop": "none",
-    "patch_size": 32,
-    "flips": True,
-    "min_foreground": 0.0,
-    "foreground_level": 0.1,
-}
-NOISE_SCHEMA: dict[str, Any] = {"sigma": (float, str), "validation_sigma": float, "kind": str}
-
-
-def is_volume_config(config: Mapping[str, Any]) -> bool:
-    """Whether ``config`` is a volume configuration (``model.ndim`` ≥ 3)."""
-    ndim = config.get("model", {}).get("ndim", 2)
-    return isinstance(ndim, int) and not isinstance(ndim, bool) and ndim >= 3
-
 
 def mni152_path() -> Path:
     """The MNI152 T1 template file that nilearn ships (no download).
@@ -114,49 +77,6 @@ def mni152_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"nilearn {nilearn.__version__} has no {_MNI_FILE}")
     return path
-
-
-def _paths(value: str | list, key: str) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise ValueError(f"data.{key} must be a volume path or a non-empty list of them")
-    return items
-
-
-def check_volume_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``[data]`` and ``[noise]`` tables of a volume configuration, defaults filled in."""
-    data = {**DATA_DEFAULTS, **check_section(config, "data", DATA_SCHEMA)}
-    train = _paths(data["train"], "train")
-    validation = data["validation"]
-    if validation != "holdout":
-        _paths(validation, "validation")
-    if not 0 < data["holdout"] < 1:
-        raise ValueError(f"data.holdout must be in (0, 1), got {data['holdout']}")
-    percentiles = data["percentiles"]
-    if len(percentiles) != 2 or not all(
-        isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles
-    ):
-        raise ValueError(f"data.percentiles must be [low, high], got {percentiles!r}")
-    if data["crop"] not in ("none", "foreground"):
-        raise ValueError(f"data.crop must be 'none' or 'foreground', got {data['crop']!r}")
-    if data["patch_size"] < 1:
-        raise ValueError(f"data.patch_size must be ≥ 1, got {data['patch_size']}")
-    for key in ("min_foreground", "foreground_level"):
-        if not 0 <= data[key] <= 1:
-            raise ValueError(f"data.{key} must be in [0, 1], got {data[key]}")
-    data["train"] = train
-    noise = {"kind": "gaussian", **check_section(config, "noise", NOISE_SCHEMA)}
-    if noise["kind"] not in NOISE_KINDS:
-        raise ValueError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got "
-                         f"{noise['kind']!r}")
-    if "sigma" not in noise:
-        raise ValueError("config key noise.sigma is missing (σ on the 0–255 scale)")
-    spec = NoiseSpec.parse(str(noise["sigma"]))
-    if "validation_sigma" not in noise:
-        if isinstance(spec.sigma, tuple):
-            raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
-        noise["validation_sigma"] = spec.sigma
-    return {"data": data, "noise": noise}
 
 
 def _read_volumes(paths: Sequence[str], ndim: int, key: str) -> list[tuple[str, Any, Any]]:
@@ -195,8 +115,8 @@ def _foreground_box(volume: np.ndarray, level: float) -> tuple[slice, ...]:
                                                                strict=True))
 
 
-class VolumeDenoiseTask(ScoredTask):
-    """The denoising task on volumes, for ``ndwconv.recipes.train.fit``.
+class VolumeDenoiseTask(DenoisingTask):
+    """The denoising task on volumes, for ``ndwconv.recipes.engine.fit``.
 
     Args:
         config: a volume configuration (see the module docstring).
@@ -204,26 +124,22 @@ class VolumeDenoiseTask(ScoredTask):
         data: training volume paths that replace ``data.train`` (None: the config's).
     """
 
-    name = "denoise"
-
     def __init__(
         self,
         config: Mapping[str, Any],
         method: str = "standard",
         data: str | Sequence[str] | None = None,
     ):
-        from .denoise import METHODS, check_config
-
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if data is not None:
             config = {**config, "data": {**config.get("data", {}),
                                           "train": [data] if isinstance(data, str)
                                           else [str(p) for p in data]}}
+        super().__init__(config)
         self.config = check_config(config)
-        self.method = method
+        self.method = check_method(method)
         self.seed = int(config.get("train", {}).get("seed", 0))
         self.ndim = int(self.config["model"]["ndim"])
+        self.spatial_dims = self.ndim
         data_cfg = self.config["data"]
         low, high = data_cfg["percentiles"]
         train_items = _read_volumes(data_cfg["train"], self.ndim, "train")
@@ -231,7 +147,7 @@ class VolumeDenoiseTask(ScoredTask):
             validation_items = None
         else:
             validation_items = _read_volumes(
-                _paths(data_cfg["validation"], "validation"), self.ndim, "validation"
+                volume_paths(data_cfg["validation"], "validation"), self.ndim, "validation"
             )
         self.spacing = train_items[0][2]
         self.spacings = [(name, spacing) for name, _, spacing in train_items]
@@ -295,32 +211,12 @@ class VolumeDenoiseTask(ScoredTask):
             foreground_level=data_cfg["foreground_level"],
             length=data_cfg.get("length"),
         )
-        self.density = self._resolve_density()
+        self._density = (
+            resolve_density(self.config["weighted"]["density"], self.ndim, self.spacings)
+            if self.method == "weighted"
+            else None
+        )
         self._validation: list[tuple[str, np.ndarray, torch.Tensor]] | None = None
-        self.keep: tuple[str, ...] = ()
-        self.final_rows: list[dict[str, Any]] | None = None
-
-    def _resolve_density(self) -> str | None:
-        if self.method != "weighted":
-            return None
-        from ndwconv.adapters.volumes import is_physical, physical_density
-
-        spec = self.config["weighted"]["density"]
-        if is_physical(spec):
-            if self.ndim != 3:
-                raise ValueError(
-                    f"weighted.density {spec!r} is in mm, which only 3-D models take; for a "
-                    f"{self.ndim}-D model give σ in voxels per axis, e.g. "
-                    "'gaussian:1,1,1,1;spacing=2,2,2,1'"
-                )
-            if any(not np.allclose(s, self.spacing, rtol=1e-3) for _, s in self.spacings):
-                listing = ", ".join(f"{n} {s}" for n, s in self.spacings)
-                raise ValueError(
-                    f"weighted.density {spec!r} is in mm but the training volumes have "
-                    f"different voxel spacings ({listing})"
-                )
-            return str(physical_density(spec, self.spacing))
-        return str(spec)
 
     @property
     def validation(self) -> list[tuple[str, np.ndarray, torch.Tensor]]:
@@ -330,7 +226,7 @@ class VolumeDenoiseTask(ScoredTask):
             sigma = float(self.config["noise"]["validation_sigma"])
             items = []
             for i, (name, clean) in enumerate(self._validation_volumes):
-                generator = _seeded_generator(self.config["eval"]["seed"], i, 3)
+                generator = streams.generator("volume_validation", self.config["eval"]["seed"], i)
                 noisy = add_noise(torch.from_numpy(clean)[None], sigma,
                                   self.config["noise"]["kind"], generator)
                 items.append((name, clean, noisy))
@@ -342,59 +238,59 @@ class VolumeDenoiseTask(ScoredTask):
         name, clean, noisy = self.validation[0]
         return name, clean.astype(np.float64) * 255.0, noisy[0].double().numpy() * 255.0
 
-    def build_model(self) -> nn.Module:
-        model_cfg = dict(self.config["model"])
-        name = model_cfg.pop("name")
-        model = build_model(name, **model_cfg)
-        if self.method == "weighted":
-            make_weighted(model, self.density)
-        return model
+    def density(self) -> str | None:
+        """The density spec of the weighted model, millimetres resolved (``None``:
+        standard)."""
+        return self._density
 
     def describe(self) -> dict[str, Any]:
         return {
             "method": self.method,
-            "model": self.config["model"],
-            "density": self.density,
+            "model": self.model_config(),
+            "density": self._density,
             "data": {**self.config["data"], "channels": 1, "volumes": True,
                      "train_shapes": self.train_shapes},
             "noise": self.config["noise"],
             "spacing": list(self.spacing),
         }
 
-    def evaluate_images(
-        self,
-        model: nn.Module,
-        device: torch.device | str = "cpu",
-        limit: int | None = None,
-        with_ssim: bool = True,
-        keep: Sequence[str] = (),
-    ) -> list[dict[str, Any]]:
-        """Per-block scores: ``{"image", "psnr", "ssim", "noisy_psnr", "noisy_ssim"}``;
-        blocks named in ``keep`` also carry ``"estimate"`` (0–255 float array)."""
-        device = torch.device(device)
-        was_training = model.training
-        model.eval()
+    def _scored(
+        self, model: nn.Module, clean: np.ndarray, noisy: torch.Tensor, device: torch.device
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tile = self.config["eval"]["tile"] or None
-        rows = []
-        with torch.no_grad():
-            for i, (name, clean, noisy) in enumerate(self.validation):
-                if limit is not None and i >= limit:
-                    break
-                out = metrics.denoise_image(model, noisy, tile=tile,
-                                            overlap=self.config["eval"]["overlap"], device=device)
-                estimate = out[0].double().numpy() * 255.0
-                clean255 = clean.astype(np.float64) * 255.0
-                noisy255 = noisy[0].double().numpy() * 255.0
-                row: dict[str, Any] = {
-                    "image": name,
-                    "psnr": metrics.psnr(estimate, clean255),
-                    "noisy_psnr": metrics.psnr(noisy255, clean255),
-                }
-                if with_ssim:
-                    row["ssim"] = metrics.ssim_nd(estimate, clean255)
-                    row["noisy_ssim"] = metrics.ssim_nd(noisy255, clean255)
-                if name in keep:
-                    row["estimate"] = estimate
-                rows.append(row)
-        model.train(was_training)
-        return rows
+        out = denoise_image(
+            model, noisy, tile=tile, overlap=self.config["eval"]["overlap"], device=device
+        )
+        estimate = out[0].double().numpy() * 255.0
+        return estimate, clean.astype(np.float64) * 255.0, noisy[0].double().numpy() * 255.0
+
+    def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:
+        return metrics.ssim_nd(estimate, clean)
+
+
+def resolve_density(
+    spec: str, ndim: int, spacings: Sequence[tuple[str, tuple[float, ...]]]
+) -> str:
+    """The density spec a model of ``ndim`` axes gets: millimetres resolved against the
+    voxel spacing shared by the training volumes (``(name, spacing)`` pairs).
+
+    Raises:
+        ValueError: a millimetre spec for a model that is not 3-D, or volumes whose
+            spacings differ.
+    """
+    if not is_physical(spec):
+        return str(spec)
+    if ndim != 3:
+        raise ValueError(
+            f"weighted.density {spec!r} is in mm, which only 3-D models take; for a "
+            f"{ndim}-D model give σ in voxels per axis, e.g. "
+            "'gaussian:1,1,1,1;spacing=2,2,2,1'"
+        )
+    spacing = spacings[0][1]
+    if any(not np.allclose(s, spacing, rtol=1e-3) for _, s in spacings):
+        listing = ", ".join(f"{n} {s}" for n, s in spacings)
+        raise ValueError(
+            f"weighted.density {spec!r} is in mm but the training volumes have "
+            f"different voxel spacings ({listing})"
+        )
+    return str(physical_density(spec, spacing))

@@ -49,6 +49,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ...engine import streams
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -96,7 +98,6 @@ PATCHES_PER_IMAGE = 128
 
 _SPLITS = {"train": EMBEDDED_TRAIN, "validation": EMBEDDED_VALIDATION}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_VALIDATION_STREAM = 1  # keeps validation seeds apart from patch seeds of the same numbers
 _INSTALL_HINT = "pip install 'ndwconv[recipes]'"
 
 
@@ -509,12 +510,6 @@ def add_gaussian_noise(
     return clean01 + noise.to(clean01.device).mul_(sigma / 255.0)
 
 
-def _seeded_generator(*words: int) -> torch.Generator:
-    """A CPU generator whose seed mixes ``words`` (stable across processes and platforms)."""
-    state = np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
-
-
 # ---------------------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------------------
@@ -637,7 +632,7 @@ class PatchDataset(Dataset):
             raise IndexError(
                 f"PatchDataset items are numbered from 0 (an endless stream), got {index}"
             )
-        generator = _seeded_generator(self.seed, i)
+        generator = streams.generator("image_patches", self.seed, i)
         p = self.patch_size
         # one draw for the image, the transform, σ and each spatial axis, always all made
         which, transform, level, *starts = torch.rand(
@@ -705,7 +700,7 @@ class NoisyValidation(Sequence[tuple[str, np.ndarray, Tensor]]):
     def __getitem__(self, index: int) -> tuple[str, np.ndarray, Tensor]:  # type: ignore[override]
         i = _check_index(index, len(self))
         name, clean = self.names[i], self.images[i]
-        generator = _seeded_generator(self.seed, zlib.crc32(name.encode()), _VALIDATION_STREAM)
+        generator = streams.generator("image_validation", self.seed, zlib.crc32(name.encode()))
         noisy = add_gaussian_noise(
             _to_unit(_channels_first(clean, repr(name))), self.noise_sigma, generator
         )

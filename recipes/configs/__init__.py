@@ -1,0 +1,1 @@
+"""The built-in recipe configurations (TOML files, one per ``--config`` name)."""

@@ -1,0 +1,37 @@
+"""The task-agnostic engine: trainer, checkpoints, configuration, random streams and the
+seed-paired comparison. It knows nothing about images, labels or noise: a task supplies
+those (``ndwconv.recipes.engine.task``)."""
+
+from .checkpoint import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
+from .compare import check_fit, compare, format_table, report_markdown, verdict
+from .config import builtin_configs, check_section, load_config
+from .distributed import resolve_device
+from .task import LOSSES, METHODS, Metric, Task, loss_by_name
+from .trainer import FreezeDensities, Hook, Run, TrainResult, fit, validate
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LOSSES",
+    "METHODS",
+    "FreezeDensities",
+    "Hook",
+    "Metric",
+    "Run",
+    "Task",
+    "TrainResult",
+    "builtin_configs",
+    "check_fit",
+    "check_section",
+    "compare",
+    "fit",
+    "format_table",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_config",
+    "loss_by_name",
+    "report_markdown",
+    "resolve_device",
+    "save_checkpoint",
+    "validate",
+    "verdict",
+]

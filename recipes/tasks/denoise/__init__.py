@@ -1,0 +1,185 @@
+"""The denoising task: images (2-D) and volumes (3-D, 4-D) on one base.
+
+``ndwconv train denoise`` / ``ndwconv compare denoise`` train DnCNN or NAFNet on images
+(``images``), or N-D DnCNN on NIfTI/HDF5 volumes when ``model.ndim`` ≥ 3 (``volumes``);
+``ndwconv denoise`` applies a trained checkpoint to volumes tile by tile (``command``).
+The task is registered under the name ``denoise`` (``ndwconv.recipes.tasks``).
+
+Example:
+    >>> import ndwconv
+    >>> from ndwconv.recipes.engine import load_config
+    >>> net = build_model(load_config("quick"), "weighted")
+    >>> sorted({str(layer.density) for _, layer in ndwconv.weighted_layers(net)})
+    ['table:0.7']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ndwconv.adapters.volumes import is_physical
+
+from .. import TaskEntry, load_model, register_task
+from .base import METRICS, baselines, build_denoiser
+from .config import check_config, is_volume_config
+from .images import DenoiseTask
+from .report import figure, metric_definitions, report_header
+from .volumes import VolumeDenoiseTask, resolve_density
+
+__all__ = ["DenoiseTask", "VolumeDenoiseTask", "build_model", "load_denoiser", "make_task"]
+
+
+def make_task(
+    config: Mapping[str, Any],
+    method: str = "standard",
+    data: str | Path | Sequence[str | Path] | None = None,
+) -> DenoiseTask | VolumeDenoiseTask:
+    """The denoising task of ``config``: on images, or on volumes when ``model.ndim`` ≥ 3.
+
+    Args:
+        config: a denoising configuration.
+        method: ``"standard"`` or ``"weighted"``.
+        data: images: the folder that relative ``data.train``/``data.validation`` are in;
+            volumes: training volume paths replacing ``data.train``.
+    """
+    if is_volume_config(config):
+        if isinstance(data, (str, Path)):
+            data = [str(data)]
+        return VolumeDenoiseTask(config, method, None if data is None else [str(d) for d in data])
+    items = [data] if isinstance(data, (str, Path)) else list(data or [])
+    volume_like = [str(p) for p in items if str(p).lower().endswith(
+        (".nii", ".nii.gz", ".h5", ".hdf5")) or ".h5:" in str(p).lower()]
+    if volume_like:
+        raise ValueError(
+            f"{volume_like[0]!r} is a volume, but the configuration "
+            f"{config.get('name', '')!r} is an image one (model.ndim "
+            f"{config.get('model', {}).get('ndim', 2)}); train on volumes with --ndim 3 "
+            "(or 4), e.g. `ndwconv train denoise --ndim 3 --data scan.nii.gz`"
+        )
+    if data is not None and not isinstance(data, (str, Path)):
+        items = list(data)
+        if len(items) != 1:
+            raise ValueError(
+                f"an image configuration takes one data folder (ROOT), got {len(items)} paths; "
+                "volumes need a 3-D model (--ndim 3)"
+            )
+        data = items[0]
+    return DenoiseTask(config, method, data)
+
+
+def build_model(config: Mapping[str, Any], method: str) -> nn.Module:
+    """The network of ``config`` for ``method``, without reading any data.
+
+    A density in millimetres is resolved against a 1 mm spacing here: which layers a
+    density fits does not depend on the spacing.
+
+    Raises:
+        ValueError: a bad configuration, or a density that does not fit a layer (named).
+    """
+    tables = check_config(config)
+    model = dict(tables["model"])
+    density = tables["weighted"]["density"] if method == "weighted" else None
+    if is_volume_config(config):
+        if density is not None and is_physical(density):
+            ndim = int(model["ndim"])
+            density = resolve_density(density, ndim, [("", (1.0,) * ndim)])
+    else:
+        model = {"channels": tables["data"]["channels"], **model}
+    return build_denoiser(model, method, density)
+
+
+def model_from_description(description: Mapping[str, Any]) -> nn.Module:
+    """The untrained network a checkpoint sidecar's ``description`` records."""
+    try:
+        model = dict(description["model"])
+        method, density = description["method"], description.get("density")
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"not a denoising checkpoint description (missing {err})") from None
+    if "channels" not in model and not model.get("ndim", 2) >= 3:
+        model["channels"] = description.get("data", {}).get("channels", 1)
+    return build_denoiser(model, method, density)
+
+
+def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a trained denoiser from a checkpoint (``.safetensors`` or its ``.json``).
+
+    No code from the files is run: the architecture comes from the sidecar's description
+    and the weights from safetensors.
+
+    Raises:
+        ValueError: the checkpoint is not a denoising one.
+    """
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        task = json.loads(sidecar.read_text("utf-8")).get("task")
+    except (OSError, ValueError, AttributeError):
+        task = "denoise"  # load_model reports the missing or broken file
+    if task != "denoise":
+        raise ValueError(f"{str(path)!r} is a {task!r} checkpoint, not denoise")
+    return load_model(path, device)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ndim",
+        type=int,
+        metavar="N",
+        help="shorthand for --set model.ndim=N; 3 or more trains on volumes",
+    )
+    parser.add_argument(
+        "--noise",
+        metavar="KIND:SIGMA",
+        help="shorthand for noise.kind and noise.sigma (volumes), e.g. rician:15 or "
+        "gaussian:25; σ on the 0–255 scale",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    if args.ndim is not None:
+        overrides.append(f"model.ndim={args.ndim}")
+    if args.noise is not None:
+        kind, sep, sigma = args.noise.partition(":")
+        if not sep or not sigma:
+            raise ValueError(
+                f"--noise must look like KIND:SIGMA (e.g. rician:15), got {args.noise!r}"
+            )
+        overrides += [f"noise.kind={json.dumps(kind)}", f"noise.sigma={sigma}"]
+    return overrides
+
+
+def _default_config(args: argparse.Namespace) -> str:
+    ndim = getattr(args, "ndim", None)
+    return "mni" if ndim is not None and ndim >= 3 else "quick"
+
+
+ENTRY = register_task(
+    TaskEntry(
+        name="denoise",
+        help="denoising: DnCNN/NAFNet on images, N-D DnCNN on volumes",
+        metrics=METRICS,
+        make=make_task,
+        check_config=check_config,
+        build_model=build_model,
+        model_from_description=model_from_description,
+        default_config=_default_config,
+        add_arguments=_arguments,
+        overrides=_overrides,
+        data_help="images: the folder (ROOT) holding the configuration's relative data "
+        "folders (e.g. Train400/ and BSD68/), required by every built-in image configuration "
+        "but quick; volumes (--ndim ≥ 3): the training volumes, NIfTI files or "
+        "file.h5:/dataset (default: the configuration's data.train)",
+        baselines=baselines,
+        metric_definitions=metric_definitions,
+        report_header=report_header,
+        figure=figure,
+        item="image",
+    )
+)

@@ -1,0 +1,157 @@
+"""What the image and the volume denoising tasks share: metrics, loss, model, scoring."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ...engine.task import METHODS, Metric, loss_by_name
+from ...models import build_model, make_weighted
+
+__all__ = ["LOSS_NAMES", "METRICS", "DenoisingTask", "build_denoiser", "check_method"]
+
+METRICS = (
+    Metric("psnr", "PSNR", higher_is_better=True, digits=2, unit="dB"),
+    Metric("ssim", "SSIM", higher_is_better=True, digits=4),
+)
+"""The scores of every denoising task: PSNR (primary) and SSIM."""
+
+LOSS_NAMES = ("mse", "l1", "psnr")
+"""The losses ``train.loss`` may name for denoising (default ``mse``)."""
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is ``standard`` or ``weighted``; a ``ValueError`` otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def build_denoiser(
+    model: Mapping[str, Any], method: str, density: str | None
+) -> nn.Module:
+    """The network of a ``[model]`` table (``name`` plus constructor arguments), made
+    weighted with ``density`` when ``method`` is ``"weighted"``.
+
+    Raises:
+        ValueError: an unknown model or argument, or a density that does not fit one of
+            its layers (the message names the layer).
+    """
+    arguments = dict(model)
+    name = arguments.pop("name")
+    net = build_model(name, **arguments)
+    if check_method(method) == "weighted":
+        make_weighted(net, density)
+    return net
+
+
+class DenoisingTask:
+    """The trainer-facing part of a denoising task, on top of a subclass's data.
+
+    A subclass sets ``config``, ``method``, ``dataset`` and ``validation`` (``(name,
+    clean, noisy)`` items) and implements ``_scored`` (estimate, clean and noisy on the
+    0–255 scale) and ``_ssim``.
+    """
+
+    name = "denoise"
+    metrics = METRICS
+    target_dtype: torch.dtype | None = torch.float32
+    config: dict[str, Any]
+    method: str
+    validation: Sequence[tuple[str, Any, Tensor]]
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._loss = loss_by_name(config.get("train", {}).get("loss", "mse"), LOSS_NAMES)
+        self.keep: tuple[str, ...] = ()
+        """Validation items whose estimates the final evaluation keeps."""
+        self.final_rows: list[dict[str, Any]] | None = None
+        """Per-item scores of the last final evaluation (see ``evaluate_items``)."""
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self._loss(output, target)
+
+    def model_config(self) -> dict[str, Any]:
+        """The ``[model]`` table the network is built from."""
+        return dict(self.config["model"])
+
+    def density(self) -> str | None:
+        """The density spec of the weighted model (``None`` for the standard one)."""
+        return self.config["weighted"]["density"] if self.method == "weighted" else None
+
+    def build_model(self) -> nn.Module:
+        return build_denoiser(self.model_config(), self.method, self.density())
+
+    def _scored(
+        self, model: nn.Module, clean: Any, noisy: Tensor, device: torch.device
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def evaluate_items(
+        self,
+        model: nn.Module,
+        device: torch.device | str = "cpu",
+        limit: int | None = None,
+        with_ssim: bool = True,
+        keep: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Per-item scores: ``{"image", "psnr", "ssim", "noisy_psnr", "noisy_ssim"}``.
+
+        Items named in ``keep`` also carry their estimate (``"estimate"``, 0–255 float).
+        """
+        from .metrics import psnr
+
+        device = torch.device(device)
+        was_training = model.training
+        model.eval()
+        rows = []
+        with torch.no_grad():
+            for i, (name, clean, noisy) in enumerate(self.validation):
+                if limit is not None and i >= limit:
+                    break
+                estimate, clean255, noisy255 = self._scored(model, clean, noisy, device)
+                row: dict[str, Any] = {
+                    "image": name,
+                    "psnr": psnr(estimate, clean255),
+                    "noisy_psnr": psnr(noisy255, clean255),
+                }
+                if with_ssim:
+                    row["ssim"] = self._ssim(estimate, clean255)
+                    row["noisy_ssim"] = self._ssim(noisy255, clean255)
+                if name in keep:
+                    row["estimate"] = estimate
+                rows.append(row)
+        model.train(was_training)
+        return rows
+
+    def evaluate(
+        self, model: nn.Module, device: torch.device, final: bool = True
+    ) -> dict[str, float]:
+        """Mean validation PSNR; during training (``final`` false) of the first
+        ``eval.curve_images`` images (or blocks) only."""
+        if final:
+            # every item, with SSIM and the estimates named in ``keep``: kept in
+            # ``final_rows`` so that ``compare`` need not run the model over them again
+            rows = self.evaluate_items(model, device, keep=self.keep)
+            self.final_rows = rows
+        else:
+            limit = self.config["eval"]["curve_images"] or None
+            rows = self.evaluate_items(model, device, limit=limit, with_ssim=False)
+        return {"psnr": statistics.fmean(r["psnr"] for r in rows)}
+
+
+def baselines(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The comparison table's reference row: the noisy input itself."""
+    return {
+        "noisy input": {
+            "psnr": statistics.fmean(r["noisy_psnr"] for r in rows),
+            "ssim": statistics.fmean(r["noisy_ssim"] for r in rows),
+        }
+    }
