@@ -83,9 +83,11 @@ def test_subcommand_help_has_an_example(capsys, command):
 def test_list_configs_needs_no_task_but_a_run_does(capsys):
     code, out, _ = run(capsys, "compare", "--list-configs")
     assert code == 0 and "bsd-cpu" in out and "quick" in out
-    code, _, err = run(capsys, "train", "--config", "quick")
+    code, _, err = run(capsys, "train")
     assert code == 1
     assert_one_line_error(err, "name the task", "ndwconv train denoise")
+    code, _, err = run(capsys, "train", "--config", "quick")  # flags belong to a task
+    assert code == 2 and "unrecognized arguments: --config" in err
 
 
 def test_no_subcommand_prints_help_and_returns_2(capsys):

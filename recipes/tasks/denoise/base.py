@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from ...engine.task import METHODS, Metric, loss_by_name
 from ...models import build_model, make_weighted
+from .inference import denoise_image
+from .metrics import psnr
 
 __all__ = ["LOSS_NAMES", "METRICS", "DenoisingTask", "build_denoiser", "check_method"]
 
@@ -91,6 +93,13 @@ class DenoisingTask:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def _denoise(self, model: nn.Module, noisy: Tensor, device: torch.device) -> Tensor:
+        """The model's estimate of one validation item, tiled as ``[eval]`` says."""
+        tile = self.config["eval"]["tile"] or None
+        return denoise_image(
+            model, noisy, tile=tile, overlap=self.config["eval"]["overlap"], device=device
+        )
+
     def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:
         raise NotImplementedError
 
@@ -106,8 +115,6 @@ class DenoisingTask:
 
         Items named in ``keep`` also carry their estimate (``"estimate"``, 0–255 float).
         """
-        from .metrics import psnr
-
         device = torch.device(device)
         was_training = model.training
         model.eval()

@@ -123,10 +123,17 @@ def check_volume_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if not 0 <= data[key] <= 1:
             raise ValueError(f"data.{key} must be in [0, 1], got {data[key]}")
     data["train"] = train
-    noise = {"kind": "gaussian", **check_section(config, "noise", NOISE_SCHEMA)}
+    noise = _check_noise(config)
     if noise["kind"] not in NOISE_KINDS:
         raise ValueError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got "
                          f"{noise['kind']!r}")
+    return {"data": data, "noise": noise}
+
+
+def _check_noise(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[noise]`` table, ``kind`` defaulting to Gaussian and ``validation_sigma`` to
+    ``sigma`` (a fixed one)."""
+    noise = {"kind": "gaussian", **check_section(config, "noise", NOISE_SCHEMA)}
     if "sigma" not in noise:
         raise ValueError("config key noise.sigma is missing (σ on the 0–255 scale)")
     spec = NoiseSpec.parse(str(noise["sigma"]))
@@ -134,7 +141,7 @@ def check_volume_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(spec.sigma, tuple):
             raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
         noise["validation_sigma"] = spec.sigma
-    return {"data": data, "noise": noise}
+    return noise
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,19 +161,15 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         data, noise = tables["data"], tables["noise"]
     else:
         data = {**IMAGE_DATA_DEFAULTS, **check_section(config, "data", IMAGE_DATA_SCHEMA)}
-        noise = check_section(config, "noise", NOISE_SCHEMA)
-        if noise.get("kind", "gaussian") != "gaussian":
+        explicit_kind = "kind" in config.get("noise", {})
+        noise = _check_noise(config)
+        if noise["kind"] != "gaussian":
             raise ValueError(
                 f"noise.kind {noise['kind']!r}: the image recipe adds Gaussian noise only "
                 "(Rician noise is for volumes, --ndim 3)"
             )
-        if "sigma" not in noise:
-            raise ValueError("config key noise.sigma is missing (σ on the 0–255 scale)")
-        spec = NoiseSpec.parse(str(noise["sigma"]))
-        if "validation_sigma" not in noise:
-            if isinstance(spec.sigma, tuple):
-                raise ValueError("noise.validation_sigma is required when noise.sigma is a range")
-            noise["validation_sigma"] = spec.sigma
+        if not explicit_kind:
+            del noise["kind"]  # image configurations record only what they were given
     evals = {**EVAL_DEFAULTS, **check_section(config, "eval", EVAL_SCHEMA)}
     for key in ("tile", "overlap", "seed", "curve_images"):
         if evals[key] < 0:

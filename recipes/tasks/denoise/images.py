@@ -50,7 +50,6 @@ from . import data as data_mod
 from . import metrics
 from .base import DenoisingTask, check_method
 from .config import check_config
-from .inference import denoise_image
 
 __all__ = ["DenoiseTask"]
 
@@ -148,10 +147,7 @@ class DenoiseTask(DenoisingTask):
     def _scored(
         self, model: nn.Module, clean: np.ndarray, noisy: torch.Tensor, device: torch.device
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        tile = self.config["eval"]["tile"] or None
-        out = denoise_image(
-            model, noisy, tile=tile, overlap=self.config["eval"]["overlap"], device=device
-        )
+        out = self._denoise(model, noisy, device)
         return metrics.to_uint8_scale(out), clean, metrics.to_uint8_scale(noisy)
 
     def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:

@@ -53,7 +53,6 @@ from . import metrics
 from .base import DenoisingTask, check_method
 from .config import EMBEDDED_MNI, check_config, volume_paths
 from .data import NoiseSpec
-from .inference import denoise_image
 from .volume_data import VolumePatches, add_noise, normalise
 
 __all__ = ["VolumeDenoiseTask", "mni152_path", "resolve_density"]
@@ -257,10 +256,7 @@ class VolumeDenoiseTask(DenoisingTask):
     def _scored(
         self, model: nn.Module, clean: np.ndarray, noisy: torch.Tensor, device: torch.device
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        tile = self.config["eval"]["tile"] or None
-        out = denoise_image(
-            model, noisy, tile=tile, overlap=self.config["eval"]["overlap"], device=device
-        )
+        out = self._denoise(model, noisy, device)
         estimate = out[0].double().numpy() * 255.0
         return estimate, clean.astype(np.float64) * 255.0, noisy[0].double().numpy() * 255.0
 
