@@ -107,19 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
         if name in subparsers.choices:  # the core's own commands come first
             continue
         _register_safely(subparsers, name, register)
+    # ``ndwconv info --debug`` works as well as ``ndwconv --debug info`` (and so does
+    # ``ndwconv compare denoise … --debug`` for commands with subcommands of their own)
     for sub in subparsers.choices.values():
-        # ``ndwconv info --debug`` works as well as ``ndwconv --debug info``; SUPPRESS keeps
-        # the global value when the flag is not repeated after the command.
-        try:
-            sub.add_argument(
-                "--debug",
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help="show the full traceback when the command fails",
-            )
-        except argparse.ArgumentError:  # the command defines its own --debug
-            pass
+        _add_debug(sub)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and its own subcommands a ``--debug`` flag (SUPPRESS keeps the
+    global value when the flag is not repeated after the command)."""
+    try:
+        parser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback when the command fails",
+        )
+    except argparse.ArgumentError:  # the command defines its own --debug
+        pass
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                _add_debug(nested)
 
 
 def _discovered_commands() -> list[tuple[str, Register | BaseException]]:

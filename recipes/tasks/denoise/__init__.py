@@ -8,7 +8,7 @@ The task is registered under the name ``denoise`` (``ndwconv.recipes.tasks``).
 Example:
     >>> import ndwconv
     >>> from ndwconv.recipes.engine import load_config
-    >>> net = build_model(load_config("quick"), "weighted")
+    >>> net = build_model(load_config("quick", ["weighted.density='table:0.7'"]), "weighted")
     >>> sorted({str(layer.density) for _, layer in ndwconv.weighted_layers(net)})
     ['table:0.7']
 """

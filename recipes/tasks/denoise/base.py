@@ -124,13 +124,11 @@ class DenoisingTask:
                 if limit is not None and i >= limit:
                     break
                 estimate, clean255, noisy255 = self._scored(model, clean, noisy, device)
-                row: dict[str, Any] = {
-                    "image": name,
-                    "psnr": psnr(estimate, clean255),
-                    "noisy_psnr": psnr(noisy255, clean255),
-                }
+                row: dict[str, Any] = {"image": name, "psnr": psnr(estimate, clean255)}
                 if with_ssim:
                     row["ssim"] = self._ssim(estimate, clean255)
+                row["noisy_psnr"] = psnr(noisy255, clean255)
+                if with_ssim:
                     row["noisy_ssim"] = self._ssim(noisy255, clean255)
                 if name in keep:
                     row["estimate"] = estimate
