@@ -140,7 +140,16 @@ class OffByOnePadding(nw.WeightedConvNd):
         pads = [(p, p) for p in self.padding]
         pads[0] = (pads[0][0] + 1, pads[0][1] - 1)
         x = pad_nd(input, pads, self.padding_mode)
-        return weighted_conv(x, weight, None, bias, self.stride, 0, self.dilation, self.groups)
+        return weighted_conv(
+            x,
+            weight,
+            bias=bias,
+            stride=self.stride,
+            padding=0,
+            dilation=self.dilation,
+            groups=self.groups,
+            phi=None,  # weight is already W ⊙ Φ
+        )
 
 
 class DensitySkipsLastGroup(nw.WeightedConvNd):
