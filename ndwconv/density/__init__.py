@@ -17,17 +17,26 @@ family to its kernel shape, which gives an ``nn.Module`` that returns Φ: a fixe
 for fixed families, trainable parameters for ``Learned``.
 
 Modules, lowest first: ``profiles`` (per-axis profile arithmetic), ``spec`` (the text of
-specs: names, numbers, JSON), ``bound`` (the bound modules ``FixedPhi`` and
+specs: names, numbers, physical units, JSON), ``bound`` (the bound modules ``FixedPhi`` and
 ``LearnedPhi``), ``base`` (``Density``, the registry, ``as_density``) and ``families``
 (the built-in families).
+
+Example:
+    >>> d = as_density("gaussian:1.5mm")     # σ in mm: needs the voxel spacing
+    >>> d.unit
+    'mm'
+    >>> d.resolve((1.0, 1.0, 3.0)).build((1, 1, 3))[0, 0]
+    tensor([0.1353, 1.0000, 0.1353], dtype=torch.float64)
 """
 
 from .base import Density, DensityLike, as_density, register_density, registered_families
 from .bound import FixedPhi, LearnedPhi
 from .families import Gaussian, Learned, Ones, Table
 from .profiles import outer
+from .spec import UNITS
 
 __all__ = [
+    "UNITS",
     "Density",
     "DensityLike",
     "FixedPhi",

@@ -77,10 +77,16 @@ class Density:
     with ``@register_density("name")`` so specs can name it. Families are immutable
     descriptions; a layer calls ``bind`` to get its own module (so a ``Learned`` family
     passed to many layers gives each layer its own parameters).
+
+    Attributes:
+        unit: the physical unit (a key of ``UNITS``) the family's distances are given in,
+            or ``None`` when they count samples. A family with a unit cannot build Φ
+            until ``resolve(spacing)`` turns it into one without.
     """
 
     family: ClassVar[str] = ""
     learnable: ClassVar[bool] = False
+    unit: str | None = None
 
     # -- what a family defines -------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -107,6 +113,23 @@ class Density:
         dil = as_tuple(dilation, len(kernel_size))
         n = len(kernel_size)
         return outer([self.profile(k, a, n, dil[a]) for a, k in enumerate(kernel_size)])
+
+    def resolve(self, spacing: float | Sequence[float]) -> Density:
+        """This density with its physical distances converted into samples.
+
+        A family whose distances are given in a physical ``unit`` (``gaussian:1.2mm``)
+        needs the spacing between samples before it can build Φ; every other family is
+        returned as it is, whatever the spacing.
+
+        Args:
+            spacing: the distance between neighbouring samples per axis (or one value for
+                all), in the base unit ``UNITS[self.unit][0]``: mm for lengths, seconds
+                for times.
+
+        Returns:
+            A density without a unit.
+        """
+        return self
 
     # -- binding to a layer ----------------------------------------------------------
     def bind(
@@ -154,8 +177,9 @@ class Density:
         also take short forms: ``default``, ``ones``, ``table:0.2,0.8``,
         ``table:3=0.7;5=0.2,0.8``, ``table:axes=0.7|0.2,0.8`` (one profile per axis;
         ``axes=`` may be left out when there are several axes),
-        ``gaussian:1.2``, ``gaussian:2,1,1;spacing=3,1,1``, ``learned``,
-        ``learned:0.25,0.15,0.55``, ``learned:gaussian:1.0``.
+        ``gaussian:1.2``, ``gaussian:2,1,1;spacing=3,1,1``, ``gaussian:1.2mm`` (σ in
+        physical units, see ``resolve``), ``learned``, ``learned:0.25,0.15,0.55``,
+        ``learned:gaussian:1.0``.
         """
         if isinstance(spec, str):
             return _from_string(spec)

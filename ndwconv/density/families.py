@@ -2,9 +2,9 @@
 
 ``Table`` holds the reference convention of the authors' layer (Cammarasana & Patanè,
 arXiv 2505.24558): per axis of odd size ``2m + 1``, ``m`` values outermost first, centre
-fixed to 1, mirrored. ``Gaussian`` weights taps by their distance from the centre, in
-samples or in the unit of a given spacing. ``Learned`` makes any separable family's
-profile trainable per layer.
+fixed to 1, mirrored. ``Gaussian`` weights taps by their distance from the centre: in
+samples, in the unit of a given spacing, or in physical units resolved later against the
+data's spacing. ``Learned`` makes any separable family's profile trainable per layer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .base import Density, DensityLike, as_density, register_density, registered_families
 from .bound import LearnedPhi
 from .profiles import check_values, offsets, symmetric_profile
-from .spec import format_numbers, parse_numbers
+from .spec import UNITS, canonical_unit, format_numbers, parse_numbers, split_unit, to_base_unit
 
 __all__ = ["Gaussian", "Learned", "Ones", "Table"]
 
@@ -212,22 +212,36 @@ class Table(Density):
 class Gaussian(Density):
     """Gaussian profiles ``exp(-d² / 2σ²)`` with the centre tap equal to 1.
 
-    ``d`` is a tap's distance from the kernel centre along one axis, in voxels times
+    ``d`` is a tap's distance from the kernel centre along one axis, in samples times
     ``spacing`` (and times the layer's dilation), so with ``spacing`` given in mm ``sigma``
     is in mm too: anisotropic voxels are weighted by physical distance. Even kernel sizes
     are allowed (the centre then lies between two taps).
 
+    With ``unit`` (``"mm"``, ``"s"``, … see ``UNITS``) σ is a physical length or time
+    whose spacing is not known yet, as in the spec ``gaussian:1.5mm``: ``resolve(spacing)``
+    gives the ``Gaussian`` to build Φ from once the data's spacing is known.
+
     Args:
         sigma: one σ for every axis, or one per axis; > 0.
-        spacing: optional voxel size per axis (or one value); > 0.
+        spacing: optional sample spacing per axis (or one value); > 0.
+        unit: optional physical unit of ``sigma``; excludes ``spacing``.
+
+    Raises:
+        ValueError: on σ or spacing values that are not finite and > 0, an unknown unit,
+            or both ``unit`` and ``spacing``.
 
     Example:
         >>> Gaussian(sigma=1.0).build((3,))
         tensor([0.6065, 1.0000, 0.6065], dtype=torch.float64)
+        >>> print(Gaussian(1.5, unit="mm").resolve((1.0, 1.0, 3.0)))
+        gaussian:1.5;spacing=1,1,3
     """
 
     def __init__(
-        self, sigma: float | Sequence[float] = 1.0, spacing: float | Sequence[float] | None = None
+        self,
+        sigma: float | Sequence[float] = 1.0,
+        spacing: float | Sequence[float] | None = None,
+        unit: str | None = None,
     ):
         self.sigma = check_values(
             [sigma] if isinstance(sigma, numbers.Real) else sigma, "Gaussian(sigma)"
@@ -239,6 +253,13 @@ class Gaussian(Density):
         else:
             self.spacing = check_values(
                 [spacing] if isinstance(spacing, numbers.Real) else spacing, "Gaussian(spacing)"
+            )
+        self.unit = None if unit is None else canonical_unit(unit)
+        if self.unit is not None and self.spacing is not None:
+            raise ValueError(
+                f"Gaussian(unit={unit!r}) gives σ in {self.unit}, to be resolved against the "
+                "data's spacing later; it takes no spacing= (with a known spacing, give σ in "
+                "the spacing's unit and leave unit out)"
             )
 
     @staticmethod
@@ -253,6 +274,11 @@ class Gaussian(Density):
         return values[axis]
 
     def profile(self, size: int, axis: int, ndim: int, dilation: int = 1) -> Tensor:
+        if self.unit is not None:
+            raise ValueError(
+                f"density {self!s} gives σ in {self.unit}: resolve it against the sample "
+                f"spacing (in {UNITS[self.unit][0]}) first, density.resolve(spacing)"
+            )
         sigma = self._per_axis(self.sigma, axis, ndim, "sigma")
         step = dilation * (
             1.0 if self.spacing is None else self._per_axis(self.spacing, axis, ndim, "spacing")
@@ -260,16 +286,50 @@ class Gaussian(Density):
         d = offsets(size) * step
         return torch.exp(-(d**2) / (2 * sigma**2))
 
+    def resolve(self, spacing: float | Sequence[float]) -> Gaussian:
+        """σ converted to the base unit of ``unit`` (mm or s), with ``spacing`` in it.
+
+        Args:
+            spacing: sample spacing per axis (or one value for all) in mm for a length
+                unit, in seconds for a time unit; finite and > 0.
+
+        Returns:
+            A ``Gaussian`` without a unit (this one if it has none).
+
+        Raises:
+            TypeError, ValueError: on a spacing that is not numbers, finite and > 0.
+
+        Example:
+            >>> print(Gaussian(20, unit="ms").resolve(0.01))
+            gaussian:0.02;spacing=0.01
+        """
+        if self.unit is None:
+            return self
+        values = check_values(
+            [spacing] if isinstance(spacing, numbers.Real) else spacing,
+            f"{self!s}: resolve(spacing)",
+        )
+        if not values:
+            raise ValueError(f"{self!s}: resolve(spacing) needs at least one value")
+        return Gaussian(sigma=to_base_unit(self.sigma, self.unit), spacing=values)
+
     def params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "sigma": list(self.sigma),
             "spacing": None if self.spacing is None else list(self.spacing),
         }
+        if self.unit is not None:
+            params["unit"] = self.unit
+        return params
 
     @classmethod
     def from_string_args(cls, args: str) -> Gaussian:
         sigma_text, *rest = args.split(";")
-        kwargs: dict[str, Any] = {"sigma": parse_numbers(sigma_text, "gaussian density sigma")}
+        sigma_text, unit = split_unit(sigma_text, "gaussian density sigma")
+        kwargs: dict[str, Any] = {
+            "sigma": parse_numbers(sigma_text, "gaussian density sigma"),
+            "unit": unit,
+        }
         for item in rest:
             key, eq, vals = item.partition("=")
             if key.strip() != "spacing" or not eq:
@@ -280,7 +340,7 @@ class Gaussian(Density):
         return cls(**kwargs)
 
     def __str__(self) -> str:
-        text = "gaussian:" + format_numbers(self.sigma)
+        text = "gaussian:" + format_numbers(self.sigma) + (self.unit or "")
         if self.spacing is not None:
             text += ";spacing=" + format_numbers(self.spacing)
         return text
@@ -323,6 +383,15 @@ class Learned(Density):
 
     def profile(self, size: int, axis: int, ndim: int, dilation: int = 1) -> Tensor:
         return self.init.profile(size, axis, ndim, dilation)
+
+    @property
+    def unit(self) -> str | None:  # type: ignore[override]
+        """The unit of the starting family: ``learned:gaussian:1mm`` is in mm."""
+        return self.init.unit
+
+    def resolve(self, spacing: float | Sequence[float]) -> Learned:
+        """A ``Learned`` family starting at ``init.resolve(spacing)``."""
+        return self if self.init.unit is None else Learned(self.init.resolve(spacing))
 
     def bind(
         self,
