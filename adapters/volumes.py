@@ -51,6 +51,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ndwconv.density import UNITS, Density, as_density
+
 from .atomic import atomic_write, scratch_file
 
 __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_path"]
@@ -58,33 +60,40 @@ __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_p
 _EXTRA = 'pip install "ndwconv[volumes]"'
 _HDF5_PATH = re.compile(r"^(?P<file>.*\.(?:h5|hdf5|he5))(?::(?P<dataset>/.*))?$", re.IGNORECASE)
 _DEFAULT_DATASET = "/data"
-_PHYSICAL_GAUSSIAN = re.compile(r"^\s*gaussian\s*:(?P<sigma>[^;{]*?)mm\s*$", re.IGNORECASE)
 
 
 def is_physical(density: Any) -> bool:
-    """Whether ``density`` is a spec in millimetres, such as ``"gaussian:1.0mm"``."""
-    return isinstance(density, str) and _PHYSICAL_GAUSSIAN.match(density) is not None
+    """Whether ``density`` gives distances as lengths, such as ``"gaussian:1.0mm"``.
+
+    Such a density is resolved against a volume's voxel spacing by ``physical_density``.
+
+    Raises:
+        TypeError, ValueError: for a density ``ndwconv.as_density`` cannot read.
+    """
+    unit = as_density(density).unit
+    return unit is not None and UNITS[unit][0] == "mm"
 
 
-def physical_density(density: Any, spacing: Any) -> Any:
-    """Resolve a density given in millimetres against a voxel spacing.
+def physical_density(density: Any, spacing: Any) -> Density:
+    """Resolve a density given in lengths against a voxel spacing in mm.
 
     ``"gaussian:Smm"`` (one σ) or ``"gaussian:S1,S2,S3mm"`` (one per axis) becomes
     ``Gaussian(sigma=S, spacing=spacing)``: a tap's distance from the kernel centre is
     measured in mm, so on anisotropic voxels (e.g. 1 × 1 × 3 mm) the thick axis is
     weighted down as its neighbours lie further away. Any other density is returned as
-    ``ndwconv.as_density`` reads it, unchanged by the spacing.
+    ``ndwconv.as_density`` reads it, unchanged by the spacing. The spec grammar (µm too)
+    is the core's, ``ndwconv.density.spec``.
 
     Args:
         density: a density spec (anything ``ndwconv.as_density`` takes).
         spacing: voxel size per spatial axis in mm (``Volume.spacing``, spatial axes only).
 
     Returns:
-        An ``ndwconv.Density``.
+        An ``ndwconv.Density`` without a unit.
 
     Raises:
-        ValueError: on a spacing that is empty or not finite and > 0, or σ values that are
-            not numbers (the message names them).
+        ValueError: on a spacing that is empty or not finite and > 0, σ values that are
+            not numbers (the message names them), or a density given in a time unit.
 
     Example:
         >>> print(physical_density("gaussian:1.5mm", (1.0, 1.0, 3.0)))
@@ -92,22 +101,13 @@ def physical_density(density: Any, spacing: Any) -> Any:
         >>> print(physical_density("table:0.5", (1.0, 1.0, 3.0)))
         table:0.5
     """
-    from ndwconv import Gaussian, as_density
-
-    if not is_physical(density):
-        return as_density(density)
-    values = [float(v) for v in np.ravel(np.asarray(spacing, dtype=float))]
-    if not values or not all(np.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing must be finite voxel sizes > 0 (mm), got {spacing!r}")
-    text = _PHYSICAL_GAUSSIAN.match(density).group("sigma")
-    try:
-        sigma = [float(v) for v in text.split(",")]
-    except ValueError:
+    resolved = as_density(density)
+    if resolved.unit is not None and UNITS[resolved.unit][0] != "mm":
         raise ValueError(
-            f"density {density!r}: σ must be comma-separated numbers of mm, e.g. "
-            "'gaussian:1.0mm'"
-        ) from None
-    return Gaussian(sigma=sigma, spacing=values)
+            f"density {density!r} is in {resolved.unit}, a time; voxel spacings are lengths "
+            "in mm: give σ in mm (e.g. 'gaussian:1.0mm')"
+        )
+    return resolved.resolve(spacing)
 
 
 def split_path(path: str | os.PathLike) -> tuple[str, str | None]:

@@ -105,6 +105,94 @@ class TestLearned:
         np.testing.assert_allclose(phi, phi[::-1, ::-1])
 
 
+class TestPhysicalUnits:
+    """σ in mm, µm, s or ms, resolved against a sample spacing; expected values by hand."""
+
+    def test_mm_against_an_anisotropic_voxel_spacing(self):
+        # σ = 1.5 mm, voxels 1 × 0.5 × 3 mm: a neighbour d mm away weighs exp(-d²/4.5)
+        density = nw.as_density("gaussian:1.5mm")
+        assert density == Gaussian(1.5, unit="mm") and density.unit == "mm"
+        phi = as_np(density.resolve((1.0, 0.5, 3.0)).build((3, 3, 3)))
+        assert phi[1, 1, 1] == 1.0
+        np.testing.assert_allclose(phi[0, 1, 1], math.exp(-1 / 4.5), rtol=1e-15)
+        np.testing.assert_allclose(phi[1, 0, 1], math.exp(-0.25 / 4.5), rtol=1e-15)
+        np.testing.assert_allclose(phi[1, 1, 0], math.exp(-2), rtol=1e-15)
+        np.testing.assert_allclose(phi[0, 0, 0], math.exp(-(1 + 0.25 + 9) / 4.5), rtol=1e-15)
+
+    def test_resolved_spec_is_a_gaussian_in_the_spacing_unit(self):
+        resolved = nw.as_density("gaussian:1,2,3mm").resolve((1.0, 1.0, 3.0))
+        assert resolved == Gaussian([1, 2, 3], spacing=(1, 1, 3)) and resolved.unit is None
+        assert str(resolved) == "gaussian:1,2,3;spacing=1,1,3"
+
+    def test_micrometres_resolve_against_millimetres(self):
+        # 500 µm = 0.5 mm on 0.25 mm pixels: exp(-0.25² / (2 · 0.5²)) = exp(-1/8)
+        phi = as_np(nw.as_density("gaussian:500µm").resolve(0.25).build((5,)))
+        np.testing.assert_allclose(phi, [math.exp(-0.5), math.exp(-1 / 8), 1, math.exp(-1 / 8),
+                                         math.exp(-0.5)], rtol=1e-12)
+
+    def test_milliseconds_resolve_against_seconds_per_sample(self):
+        # σ = 20 ms sampled at 100 Hz (0.01 s): taps 10 ms and 20 ms away
+        resolved = nw.as_density("gaussian:20ms").resolve(1 / 100)
+        assert resolved == Gaussian(0.02, spacing=0.01)
+        phi = as_np(resolved.build((5,)))
+        np.testing.assert_allclose(phi, [math.exp(-0.5), math.exp(-1 / 8), 1, math.exp(-1 / 8),
+                                         math.exp(-0.5)], rtol=1e-12)
+        assert nw.as_density("gaussian:0.02s").resolve(0.01) == resolved
+
+    def test_spec_forms_and_case(self):
+        for text in ["gaussian:1.5MM", "Gaussian: 1.5 mm", 'gaussian:{"sigma": 1.5, "unit": "mm"}']:
+            assert nw.as_density(text) == Gaussian(1.5, unit="mm"), text
+        assert Gaussian(1.0, unit="mm").to_spec() == {
+            "family": "gaussian", "sigma": [1.0], "spacing": None, "unit": "mm"
+        }
+        assert "unit" not in Gaussian(1.0).to_spec()  # specs without units are unchanged
+
+    def test_families_without_units_ignore_the_spacing(self):
+        for spec in ["default", "table:0.5", "gaussian:1.2", "gaussian:2;spacing=3", "learned"]:
+            density = nw.as_density(spec)
+            assert density.unit is None and density.resolve((1.0, 1.0, 3.0)) is density
+
+    def test_learned_resolves_its_start(self):
+        learned = nw.as_density("learned:gaussian:1mm")
+        assert learned.unit == "mm"
+        resolved = learned.resolve((1.0, 3.0))
+        assert resolved == Learned(Gaussian(1.0, spacing=(1.0, 3.0))) and resolved.unit is None
+        phi = as_np(resolved.bind((3, 3), dtype=torch.float64)())
+        np.testing.assert_allclose(phi[0, 1], math.exp(-1 / 2), rtol=1e-12)
+        np.testing.assert_allclose(phi[1, 0], math.exp(-9 / 2), rtol=1e-12)
+
+    def test_unresolved_density_cannot_build(self):
+        with pytest.raises(ValueError, match=r"in mm: resolve it.*resolve\(spacing\)"):
+            nw.WeightedConv3d(1, 1, 3, density="gaussian:1mm")
+        with pytest.raises(ValueError, match="resolve"):
+            nw.WeightedConv1d(1, 1, 3, density="learned:gaussian:20ms")
+
+    @pytest.mark.parametrize(
+        ("spec", "match"),
+        [
+            ("gaussian:1cm", r"unknown unit 'cm'.*mm, um, s, ms"),
+            ("gaussian:1.5mm;spacing=1,1,3", "no spacing="),
+            ("table:0.7mm", "table density"),
+            ("gaussian:abcmm", "unknown unit"),
+        ],
+    )
+    def test_bad_unit_specs(self, spec, match):
+        with pytest.raises(ValueError, match=match):
+            nw.as_density(spec)
+
+    def test_bad_unit_arguments_and_spacings(self):
+        with pytest.raises(ValueError, match="unknown unit 'furlong'"):
+            Gaussian(1.0, unit="furlong")
+        with pytest.raises(TypeError, match="unit"):
+            Gaussian(1.0, unit=3)
+        density = Gaussian(1.0, unit="mm")
+        for bad in [(1.0, 0.0, 1.0), (float("nan"),), ()]:
+            with pytest.raises(ValueError, match=r"resolve\(spacing\)"):
+                density.resolve(bad)
+        with pytest.raises(TypeError, match=r"resolve\(spacing\)"):
+            density.resolve("1,1,3")
+
+
 SPECS = [
     "default",
     "ones",
@@ -114,10 +202,15 @@ SPECS = [
     "table:axes=0.7|0.2,0.8",
     "gaussian:1.2",
     "gaussian:2,1,1;spacing=3,1,1",
+    "gaussian:1.5mm",
+    "gaussian:1,1,2mm",
+    "gaussian:500um",
+    "gaussian:20ms",
     "learned",
     "learned:0.25,0.15,0.55",
     "learned:gaussian:1",
     "learned:default",
+    "learned:gaussian:1mm",
 ]
 
 

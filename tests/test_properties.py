@@ -4,11 +4,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 
 import ndwconv as nw
 from ndwconv import testing as nwt
 from ndwconv.functional import pad_nd, weighted_conv
+
+# The full battery runs every property of nwt.PROPERTIES on its own cases, four layers
+# over: it takes a third of the active profile's examples per property, 20 under the
+# default ``ci`` profile and 666 under ``thorough`` (tests/conftest.py, docs/testing.md).
+BATTERY_EXAMPLES = max(10, settings.default.max_examples // 3)
 
 LAYERS = [
     pytest.param(nw.WeightedConvNd, (1, 4), id="WeightedConvNd-1..4"),
@@ -20,7 +25,7 @@ LAYERS = [
 
 @pytest.mark.parametrize(("factory", "ndim"), LAYERS)
 def test_every_property_holds(factory, ndim):
-    report = nwt.check_layer(factory, ndim=ndim)
+    report = nwt.check_layer(factory, ndim=ndim, max_examples=BATTERY_EXAMPLES)
     report.raise_if_failed()
     assert {r.name for r in report.results} == set(nwt.PROPERTIES)
     assert all(r.status == "held" and r.examples > 0 for r in report.results), str(report)
@@ -140,7 +145,16 @@ class OffByOnePadding(nw.WeightedConvNd):
         pads = [(p, p) for p in self.padding]
         pads[0] = (pads[0][0] + 1, pads[0][1] - 1)
         x = pad_nd(input, pads, self.padding_mode)
-        return weighted_conv(x, weight, None, bias, self.stride, 0, self.dilation, self.groups)
+        return weighted_conv(
+            x,
+            weight,
+            bias=bias,
+            stride=self.stride,
+            padding=0,
+            dilation=self.dilation,
+            groups=self.groups,
+            phi=None,  # weight is already W ⊙ Φ
+        )
 
 
 class DensitySkipsLastGroup(nw.WeightedConvNd):
