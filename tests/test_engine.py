@@ -244,11 +244,25 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (never imported at run time)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            test = child.test if isinstance(child, ast.If) else None
+            if test is not None and "TYPE_CHECKING" in ast.unparse(test):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Project modules that ``name`` imports anywhere in its file (lazy imports too)."""
     is_package = path.name == "__init__.py"
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -258,8 +272,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 module = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 module = node.module or ""
-            targets.add(module)
-            targets |= {f"{module}.{alias.name}" for alias in node.names}
+            for alias in node.names:  # `from pkg import submodule` needs the submodule
+                sub = f"{module}.{alias.name}"
+                targets.add(sub if sub in modules else module)
     return {t for t in targets if t in modules and t != name}
 
 

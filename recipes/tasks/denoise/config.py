@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ndwconv
-from ndwconv.adapters.volumes import is_physical, physical_density
+from ndwconv.adapters.volumes import physical_density
 
 from ...engine.config import check_section
 from ...engine.task import loss_by_name
@@ -178,10 +178,14 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(f"eval.tile ({evals['tile']}) must exceed eval.overlap")
     loss_by_name(config.get("train", {}).get("loss", "mse"), LOSS_NAMES)
     weighted = {"density": "default", **check_section(config, "weighted", WEIGHTED_SCHEMA)}
-    if volume and is_physical(weighted["density"]):
-        physical_density(weighted["density"], (1.0,))  # the spacing comes with the data
-    else:
-        ndwconv.as_density(weighted["density"])  # fails early on a bad spec
+    family = ndwconv.as_density(weighted["density"])  # fails early on a bad spec
+    if family.unit is not None:
+        if not volume:
+            raise ValueError(
+                f"weighted.density {weighted['density']!r} is given in {family.unit}; an "
+                "image configuration takes distances in pixels (e.g. 'gaussian:1.2')"
+            )
+        physical_density(family, (1.0,))  # a time unit is refused; the spacing comes later
     for key in ("channels", "patch_size"):
         if key in data and data[key] < 1:
             raise ValueError(f"data.{key} must be ≥ 1, got {data[key]}")
