@@ -112,13 +112,12 @@ class _WeightedMixin:
         return weighted_conv(
             input,
             weight,
-            None,
             bias,
             self.stride,
             self.padding,
             self.dilation,
             self.groups,
-            self.padding_mode,
+            padding_mode=self.padding_mode,
         )
 
     def forward(self, input: Tensor) -> Tensor:
