@@ -38,6 +38,28 @@ def test_subclasses_and_state_dict_round_trip():
     assert torch.equal(back.weight, plain.weight)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_state_dict_keys_are_nn_conv2d_keys_plus_learned_phi(bias):
+    """Fixed densities: exactly nn.Conv2d's keys. Learned: those plus ``phi.*``, one per
+    kernel axis, which freeze and fold remove."""
+    plain = set(nn.Conv2d(2, 4, (3, 5), bias=bias).state_dict())
+    for density in ("default", "gaussian:1.0", "ones", nw.Table([[0.7], [0.2, 0.8]])):
+        layer = nw.WeightedConv2d(2, 4, (3, 5), bias=bias, density=density)
+        assert set(layer.state_dict()) == plain, density
+    learned = nw.WeightedConv2d(2, 4, (3, 5), bias=bias, density=nw.Learned())
+    assert set(learned.state_dict()) == plain | {"phi.log_half.0", "phi.log_half.1"}
+    assert set(nw.freeze(learned).state_dict()) == plain
+    assert set(nw.fold(learned).state_dict()) == plain
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    converted = nw.convert(model, "learned:default")
+    assert set(converted.state_dict()) == set(model.state_dict()) | {
+        "0.phi.log_half.0",
+        "0.phi.log_half.1",
+        "2.phi.log_half.0",
+        "2.phi.log_half.1",
+    }
+
+
 def test_state_dict_keys_do_not_depend_on_mode_or_cache():
     layer = nw.WeightedConv3d(2, 2, 3, padding=1, density=nw.Learned([0.7]))
     keys = list(layer.state_dict())
