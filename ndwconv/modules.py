@@ -1,10 +1,15 @@
 """Weighted convolution layers: ``nn.ConvNd`` whose kernel is scaled by a density Φ.
 
 ``WeightedConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d`` (same arguments plus ``density=``,
-same ``state_dict`` keys, so ``isinstance`` checks, model surgery and pretrained weights
-keep working); ``WeightedConvNd(ndim, …)`` covers any number of spatial dimensions.
-The effective kernel ``W ⊙ Φ`` is derived in ``forward`` with differentiable ops
-(Cammarasana & Patanè, arXiv 2505.24558).
+so ``isinstance`` checks, model surgery and pretrained weights keep working);
+``WeightedConvNd(ndim, …)`` covers any number of spatial dimensions. The effective
+kernel ``W ⊙ Φ`` is derived in ``forward`` with differentiable ops (Cammarasana & Patanè,
+arXiv 2505.24558).
+
+``state_dict`` keys: with a fixed density (``Table``, ``Gaussian``, ``Ones``, a user
+family) exactly those of ``nn.ConvNd`` (``weight``, ``bias``), since Φ lives in a
+non-persistent buffer; a ``Learned`` density adds its parameters under ``phi.*``, which
+``freeze`` and ``fold`` remove. No key depends on train/eval mode or on the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +33,21 @@ __all__ = [
 ]
 
 
+def bind_density(family: Density, conv: _ConvNd) -> nn.Module:
+    """``family`` bound to ``conv``'s kernel shape, dilation, device and dtype.
+
+    Raises:
+        ValueError: the family cannot describe this kernel (its own message).
+        TypeError: ``family.bind`` did not return an ``nn.Module``.
+    """
+    module = family.bind(
+        conv.kernel_size, conv.dilation, dtype=conv.weight.dtype, device=conv.weight.device
+    )
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}")
+    return module
+
+
 class _WeightedMixin:
     """Density handling shared by every weighted layer (mixed into an ``_ConvNd``)."""
 
@@ -42,6 +62,9 @@ class _WeightedMixin:
     training: bool
     phi: nn.Module
 
+    # Instance attributes the mixin adds to an nn.ConvNd (besides the ``phi`` submodule).
+    _DENSITY_STATE: tuple[str, ...] = ("_density_family", "_cached_weight")
+
     def set_density(self, density: DensityLike) -> _WeightedMixin:
         """Bind ``density`` to this layer's kernel shape (replacing the current one).
 
@@ -49,17 +72,20 @@ class _WeightedMixin:
         fresh parameters for this layer. Returns the layer.
         """
         family = as_density(density)
-        module = family.bind(
-            self.kernel_size, self.dilation, dtype=self.weight.dtype, device=self.weight.device
-        )
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}"
-            )
+        self._attach(family, bind_density(family, self))  # type: ignore[arg-type]
+        return self
+
+    def _attach(self, family: Density, module: nn.Module) -> None:
+        """Make ``module`` (``family`` bound to this layer) the layer's density."""
         self.phi = module
         self._density_family = family
         self.invalidate_cache()
-        return self
+
+    def _detach_density(self) -> None:
+        """Remove the density and every attribute the mixin added (before a class switch)."""
+        del self.phi
+        for name in self._DENSITY_STATE:
+            self.__dict__.pop(name, None)
 
     @property
     def density(self) -> Density:
@@ -193,9 +219,11 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
     """Weighted convolution over any number ``ndim ≥ 1`` of spatial dimensions.
 
     Arguments as ``nn.Conv3d`` with ``ndim`` first; ``state_dict`` keys ``weight`` and
-    ``bias`` as every ``nn.ConvNd``. For ``ndim ≤ 3`` it computes exactly what the matching
-    ``WeightedConv{1,2,3}d`` computes; for ``ndim ≥ 4`` it sums (N-1)-D convolutions over
-    the taps of the first axis. Every padding mode works in every ``ndim``.
+    ``bias`` as every ``nn.ConvNd`` (plus ``phi.*`` with a ``Learned`` density). Shapes
+    ``(B, C_in, *spatial)`` or ``(C_in, *spatial)`` with ``ndim`` spatial axes. For
+    ``ndim ≤ 3`` it computes exactly what the matching ``WeightedConv{1,2,3}d`` computes;
+    for ``ndim ≥ 4`` it sums (N-1)-D convolutions over the taps of the first axis. Every
+    padding mode works in every ``ndim``.
 
     Example:
         >>> conv = WeightedConvNd(4, 2, 4, 3, padding=1, density=[0.8])   # 3-D + time
@@ -240,6 +268,8 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
             dtype=dtype,
         )
         self.set_density(density)
+
+    _DENSITY_STATE = (*_WeightedMixin._DENSITY_STATE, "ndim")
 
     def extra_repr(self) -> str:
         return f"ndim={self.ndim}, {super().extra_repr()}"
