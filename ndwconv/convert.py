@@ -6,6 +6,10 @@
   weight — identical outputs, no ndwconv needed at run time, exportable.
 * ``freeze`` turns ``Learned`` densities into fixed ``Table`` densities (learn-then-freeze).
 * ``param_groups`` separates learned-density parameters for their own learning rate.
+
+``convert``, ``fold`` and ``freeze`` share one convention: by default they return a
+modified deep copy and leave the model untouched; ``inplace=True`` modifies the model
+itself and returns it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .density import DensityLike, LearnedPhi, Ones, as_density
-from .modules import WEIGHTED_BY_PLAIN, _WeightedMixin, is_weighted
+from .density import Density, DensityLike, LearnedPhi, Ones, as_density
+from .modules import WEIGHTED_BY_PLAIN, _WeightedMixin, bind_density, is_weighted
 
 __all__ = [
     "ConversionReport",
@@ -39,7 +43,12 @@ Where = None | str | Iterable[str] | Callable[[str, nn.Module], bool]
 
 @dataclass(frozen=True)
 class Replacement:
-    """One layer considered by ``convert``/``fold``: what it was and what it became."""
+    """One layer considered by ``convert``/``fold``: what it was and what it became.
+
+    A skipped layer has ``after`` set to ``None`` and says why in ``reason``; ``density``
+    is the spec of the density that was bound (or, for a layer it does not fit, that was
+    tried), ``None`` where no density was chosen.
+    """
 
     name: str
     before: str
@@ -109,26 +118,40 @@ def _unique_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
+def _target(model: nn.Module, inplace: bool) -> nn.Module:
+    """``model`` itself or a deep copy of it, after checking both arguments."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be True or False, got {inplace!r}")
+    return model if inplace else copy.deepcopy(model)
+
+
 def convert(
     model: nn.Module,
     density: DensityLike | Callable[[str, nn.Module], DensityLike] = None,
     where: Where = None,
     *,
     inplace: bool = False,
+    strict: bool = False,
     include_pointwise: bool = False,
     return_report: bool = False,
 ) -> nn.Module | tuple[nn.Module, ConversionReport]:
     """Make ``nn.Conv1d/2d/3d`` layers weighted, keeping everything else about them.
 
-    Only layers whose type is exactly ``nn.Conv1d/2d/3d`` are converted (subclasses with
-    their own ``forward`` are reported as skipped); by default 1×1 (pointwise) kernels are
-    skipped too, since a density cannot change them. Each layer *becomes* its weighted
-    version (its class is switched and a density bound to it), so its parameters, hooks,
-    custom attributes, device, dtype and train/eval mode are untouched — with
-    ``inplace=True`` optimizers built before keep working — and a layer used in several
-    places stays one layer. The global RNG is not touched. Every density is bound before
-    any layer changes, so a density that does not fit some layer raises (naming it) and
-    leaves the model as it was.
+    Only layers whose type is exactly ``nn.Conv1d/2d/3d`` are converted. Each layer
+    *becomes* its weighted version (its class is switched and a density bound to it), so
+    its parameters, hooks, custom attributes, device, dtype and train/eval mode are
+    untouched — with ``inplace=True`` optimizers built before keep working — and a layer
+    used in several places stays one layer. The global RNG is not touched.
+
+    Selected layers are skipped, and listed in the report with the reason, when they are
+    a subclass of a conv layer (it may have its own ``forward``), pointwise (a density
+    cannot change a 1×1 kernel; see ``include_pointwise``), given ``None`` by a density
+    callable, or of a kernel the density cannot describe (an even 4×4 kernel for a
+    ``Table``, a 9×9 kernel for ``Table.default()``): the reason then holds the density's
+    own error. With ``strict=True`` that last case raises instead. Every density is bound
+    before any layer changes, so an error leaves ``model`` as it was.
 
     Args:
         model: the network (or a single conv layer).
@@ -136,30 +159,40 @@ def convert(
             callable ``(name, conv) -> density`` choosing one per layer (``None`` skips).
         where: which layers: ``None`` (all), a glob on qualified names (``"features.*"``), a
             list of globs, or a callable ``(name, conv) -> bool``.
-        inplace: modify ``model`` itself instead of a deep copy.
+        inplace: modify ``model`` itself instead of returning a modified deep copy.
+        strict: raise, naming every such layer, when the density cannot describe a
+            selected layer's kernel, instead of skipping it.
         include_pointwise: also convert layers whose kernel is 1 in every axis.
-        return_report: also return a ``ConversionReport`` of what was replaced.
+        return_report: also return a ``ConversionReport`` of what was replaced and skipped.
 
     Returns:
         The converted model (``model`` itself when ``inplace``), and the report if asked.
 
     Raises:
-        ValueError/TypeError: a density that does not fit a layer (the message names it).
+        ValueError: with ``strict=True``, a density that cannot describe some layers (the
+            message names every one of them, with the density's reason).
+        TypeError: ``model`` is not a module, ``where`` is malformed, a density callable
+            returned something that is not a density, or a family's ``bind`` did not
+            return a module (the message names the layer).
 
     Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1))
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 4))
         >>> wnet, report = convert(net, "default", return_report=True)
         >>> [type(m).__name__ for m in wnet]
         ['WeightedConv2d', 'ReLU', 'Conv2d']
+        >>> print(report.skipped[0].reason.split(":")[0])
+        density default cannot describe this kernel
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     choose = density if callable(density) and not isinstance(density, type) else None
     fixed = None if choose is not None else as_density(density)
     select = _selector(where)
-    target = model if inplace else copy.deepcopy(model)
-    report = ConversionReport()
-    plan = []
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
+    target = _target(model, inplace)
+    # One entry per selected layer, in model order: a Replacement for a skipped layer, or
+    # (name, layer, family, bound density) for one to convert once every layer is bound.
+    plan: list[Replacement | tuple[str, nn.Module, Density, nn.Module]] = []
+    unfit: list[str] = []
     for name, module in _unique_modules(target):
         if is_weighted(module) or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             continue
@@ -168,39 +201,63 @@ def convert(
         ks = tuple(module.kernel_size)
         kind = type(module).__name__
         if type(module) not in WEIGHTED_BY_PLAIN:
-            report.append(Replacement(name, kind, None, ks, None, "subclass of a conv layer"))
+            plan.append(Replacement(name, kind, None, ks, None, "subclass of a conv layer"))
             continue
         if not include_pointwise and all(k == 1 for k in ks):
-            report.append(Replacement(name, kind, None, ks, None, "pointwise kernel"))
+            plan.append(Replacement(name, kind, None, ks, None, "pointwise kernel"))
             continue
         if choose is not None:
             chosen = choose(name, module)
             if chosen is None:
-                report.append(
+                plan.append(
                     Replacement(name, kind, None, ks, None, "density callable returned None")
                 )
                 continue
-            fam = as_density(chosen)
+            try:
+                fam = as_density(chosen)
+            except (ValueError, TypeError) as err:
+                raise type(err)(
+                    f"convert: the density callable returned {chosen!r} for layer "
+                    f"{name or '<root>'!r}: {err}"
+                ) from None
         else:
+            assert fixed is not None
             fam = fixed
         try:
-            phi = fam.bind(
-                ks, module.dilation, dtype=module.weight.dtype, device=module.weight.device
+            bound = bind_density(fam, module)
+        except ValueError as err:
+            reason = f"density {fam!s} cannot describe this kernel: {err}"
+            plan.append(Replacement(name, kind, None, ks, str(fam), reason))
+            unfit.append(
+                f"layer {name or '<root>'!r} ({kind}, kernel {ks}), density {fam!s}: {err}"
             )
-        except (ValueError, TypeError) as err:
-            raise type(err)(
+            continue
+        except TypeError as err:
+            raise TypeError(
                 f"convert: layer {name or '<root>'!r} ({kind}, kernel {ks}): {err}"
             ) from None
-        plan.append((name, module, phi, fam))
-    for name, module, phi, fam in plan:
+        plan.append((name, module, fam, bound))
+    if strict and unfit:
+        raise ValueError(
+            f"convert(strict=True): the density cannot describe {len(unfit)} selected "
+            "layer(s); skip them with where=… or strict=False:\n  " + "\n  ".join(unfit)
+        )
+    report = ConversionReport()
+    for entry in plan:
+        if isinstance(entry, Replacement):
+            report.append(entry)
+            continue
+        name, module, fam, bound = entry
         kind = type(module).__name__
         module.__class__ = WEIGHTED_BY_PLAIN[type(module)]
-        module.phi = phi
-        module._density_family = fam
-        module.invalidate_cache()
+        module._attach(fam, bound)  # type: ignore[attr-defined]
         report.append(
             Replacement(
-                name, kind, type(module).__name__, tuple(module.kernel_size), str(module.density)
+                name,
+                kind,
+                type(module).__name__,
+                tuple(module.kernel_size),
+                str(module.density),  # type: ignore[attr-defined]
             )
         )
     return (target, report) if return_report else target
@@ -219,12 +276,25 @@ def fold(
     """Bake every density into its kernel: weighted layers → plain ``nn.ConvNd``.
 
     Each ``WeightedConv{1,2,3}d`` (and ``WeightedConvNd`` with ndim ≤ 3) becomes an
-    ``nn.Conv{1,2,3}d`` whose weight is ``W ⊙ Φ`` (a new, detached parameter; the bias is
-    kept); outputs are identical up to float rounding and the result needs no ndwconv to
-    run, trace or export. ``WeightedConvNd`` with ndim ≥ 4 has no ``nn`` counterpart: it
-    stays a ``WeightedConvNd`` with the baked weight and ``Ones`` density. Only densities
-    are folded: BatchNorm and every other layer are left untouched (fold does not fuse
-    BatchNorm), and train/eval mode and hooks are kept.
+    ``nn.Conv{1,2,3}d`` whose weight is ``W ⊙ Φ`` (a new, detached parameter with the
+    same ``requires_grad``; the bias is kept) and that holds nothing from ndwconv: no
+    ``phi`` submodule, no density or cache attributes. Outputs are identical up to float
+    rounding and the result needs no ndwconv to run, trace or export. ``WeightedConvNd``
+    with ndim ≥ 4 has no ``nn`` counterpart: it stays a ``WeightedConvNd`` with the baked
+    weight and ``Ones`` density. Only densities are folded: BatchNorm and every other
+    layer are left untouched (fold does not fuse BatchNorm), and train/eval mode and hooks
+    are kept.
+
+    Args:
+        model: the network (or a single weighted layer).
+        inplace: modify ``model`` itself instead of returning a modified deep copy.
+        return_report: also return a ``ConversionReport`` of the folded layers.
+
+    Returns:
+        The folded model (``model`` itself when ``inplace``), and the report if asked.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
 
     Example:
         >>> from ndwconv import WeightedConv2d
@@ -233,10 +303,8 @@ def fold(
         >>> torch.allclose(fold(net)(x), net(x))
         True
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    target = _target(model, inplace)
     plain_by_ndim = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-    target = model if inplace else copy.deepcopy(model)
     report = ConversionReport()
     for name, layer in list(weighted_layers(target)):
         ks = tuple(layer.kernel_size)
@@ -245,9 +313,7 @@ def fold(
             baked = (layer.weight * layer.phi().to(layer.weight.dtype)).detach().clone()
         requires_grad = layer.weight.requires_grad
         if len(ks) in plain_by_ndim:
-            del layer.phi
-            layer.__dict__.pop("_cached_weight", None)
-            layer.__dict__.pop("ndim", None)
+            layer._detach_density()
             layer.__class__ = plain_by_ndim[len(ks)]
         else:
             layer.set_density(Ones())
@@ -256,18 +322,34 @@ def fold(
     return (target, report) if return_report else target
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Turn every ``Learned`` density into a fixed ``Table`` of its current values, in place.
+def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Turn every ``Learned`` density into a fixed ``Table`` of its current values.
 
     Φ is unchanged (outputs are identical); the density parameters disappear from the
-    model's parameters and ``state_dict``. Returns ``model``.
+    model's parameters and ``state_dict`` (build a new optimizer to keep training). Layers
+    with fixed densities are not touched.
+
+    Args:
+        model: the network (or a single weighted layer).
+        inplace: modify ``model`` itself instead of returning a modified deep copy.
+
+    Returns:
+        The frozen model (``model`` itself when ``inplace``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> from ndwconv import Learned, WeightedConv1d
+        >>> layer = WeightedConv1d(1, 1, 3, density=Learned([0.7]))
+        >>> sorted(freeze(layer).state_dict()), sorted(layer.state_dict())
+        (['bias', 'weight'], ['bias', 'phi.log_half.0', 'weight'])
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    for _, layer in weighted_layers(model):
+    target = _target(model, inplace)
+    for _, layer in weighted_layers(target):
         if isinstance(layer.phi, LearnedPhi):
             layer.set_density(layer.phi.frozen())
-    return model
+    return target
 
 
 def param_groups(

@@ -1,9 +1,12 @@
 """Functional weighted convolution for any number of spatial dimensions.
 
-``weighted_conv(x, weight, phi)`` computes ``conv(x, weight ⊙ phi) + bias`` with the
-semantics of ``torch.nn.functional.conv{1,2,3}d`` (cross-correlation, as in PyTorch).
-For N ≤ 3 spatial dimensions it calls the native convolution; for N ≥ 4 it computes a
-batched sum of (N-1)-D convolutions, one per tap of the first spatial axis.
+``weighted_conv(input, weight, bias, stride, padding, dilation, groups, phi=phi)``
+computes ``conv(input, weight ⊙ phi) + bias`` with the arguments and semantics of
+``torch.nn.functional.conv{1,2,3}d`` (cross-correlation, as in PyTorch); ``phi`` and
+``padding_mode`` are keyword-only, so ``weighted_conv(x, w, b)`` means what
+``F.conv2d(x, w, b)`` means. For N ≤ 3 spatial dimensions it calls the native
+convolution; for N ≥ 4 it computes a batched sum of (N-1)-D convolutions, one per tap of
+the first spatial axis.
 """
 
 from __future__ import annotations
@@ -79,18 +82,7 @@ def pad_nd(x: Tensor, pads: Sequence[tuple[int, int]], mode: str) -> Tensor:
     n = len(pads)
     if not any(lo or hi for lo, hi in pads):
         return x
-    for i, (lo, hi) in enumerate(pads):
-        size = x.shape[x.dim() - n + i]
-        if mode == "reflect" and (lo >= size or hi >= size):
-            raise ValueError(
-                f"padding_mode='reflect' needs padding < input size; axis {i} has size {size} "
-                f"and padding ({lo}, {hi})"
-            )
-        if mode == "circular" and (lo > size or hi > size):
-            raise ValueError(
-                f"padding_mode='circular' needs padding ≤ input size; axis {i} has size {size} "
-                f"and padding ({lo}, {hi})"
-            )
+    _check_mode_padding(x.shape[x.dim() - n :], pads, mode)
     if mode == "zeros":
         return F.pad(x, _flat_pads(pads))
     if n <= 3 and x.dim() == n + 2:  # torch's own kernels cover up to 3 padded axes
@@ -113,11 +105,85 @@ def pad_nd(x: Tensor, pads: Sequence[tuple[int, int]], mode: str) -> Tensor:
     return x
 
 
-def _fits(phi_shape: torch.Size, weight_shape: torch.Size) -> bool:
-    try:
-        return torch.broadcast_shapes(phi_shape, weight_shape) == weight_shape
-    except RuntimeError:
-        return False
+def _check_mode_padding(spatial: Sequence[int], pads: Sequence[tuple[int, int]], mode: str) -> None:
+    """Raise ValueError where ``reflect``/``circular`` padding exceeds what the input allows."""
+    for i, ((lo, hi), size) in enumerate(zip(pads, spatial, strict=True)):
+        if mode == "reflect" and (lo >= size or hi >= size):
+            raise ValueError(
+                f"padding_mode='reflect' needs padding < input size; axis {i} has size {size} "
+                f"and padding ({lo}, {hi})"
+            )
+        if mode == "circular" and (lo > size or hi > size):
+            raise ValueError(
+                f"padding_mode='circular' needs padding ≤ input size; axis {i} has size {size} "
+                f"and padding ({lo}, {hi})"
+            )
+
+
+def _check_input(
+    input: Tensor,
+    weight_shape: Sequence[int],
+    groups: int,
+    pads: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+    padding_mode: str = "zeros",
+) -> None:
+    """Raise a ValueError naming the problem if ``input`` does not fit a convolution.
+
+    Checks the rank (``(B, C_in, *spatial)`` or ``(C_in, *spatial)``), the channel count
+    against ``weight_shape`` and ``groups``, that the kernel extent fits the padded input,
+    and the limits of ``reflect``/``circular`` padding. ``pads`` holds ``(left, right)``
+    per spatial axis.
+    """
+    n = len(weight_shape) - 2
+    if input.dim() not in (n + 1, n + 2):
+        raise ValueError(
+            f"expected input of shape (B, C, *spatial) or (C, *spatial) with {n} spatial "
+            f"dim(s), i.e. {n + 2}-D or {n + 1}-D; got {input.dim()}-D input of shape "
+            f"{tuple(input.shape)}"
+        )
+    channels = input.shape[input.dim() - n - 1]
+    c_in = weight_shape[1] * groups
+    if channels != c_in:
+        raise ValueError(
+            f"input has {channels} channels but weight {tuple(weight_shape)} with "
+            f"groups={groups} expects {c_in}"
+        )
+    spatial = input.shape[input.dim() - n :]
+    for axis, ((lo, hi), k, d, size) in enumerate(
+        zip(pads, weight_shape[2:], dilation, spatial, strict=True)
+    ):
+        if size + lo + hi < d * (k - 1) + 1:
+            raise ValueError(
+                f"kernel extent {d * (k - 1) + 1} (size {k}, dilation {d}) is larger than the "
+                f"padded input ({size + lo + hi}) along spatial axis {axis}"
+            )
+    if padding_mode != "zeros":
+        _check_mode_padding(spatial, pads, padding_mode)
+
+
+def _padded_conv(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+    groups: int,
+    padding_mode: str,
+) -> Tensor:
+    """``conv_nd`` for batched or unbatched input and every padding mode (no checks).
+
+    Shapes as ``weighted_conv``; ``pads`` holds ``(left, right)`` per spatial axis.
+    """
+    unbatched = input.dim() == weight.dim() - 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    if padding_mode != "zeros":
+        input = pad_nd(input, pads, padding_mode)
+        pads = ((0, 0),) * len(pads)
+    y = conv_nd(input, weight, bias, stride, pads, dilation, groups)
+    return y.squeeze(0) if unbatched else y
 
 
 def conv_nd(
@@ -210,70 +276,79 @@ def conv_nd(
 
 
 def weighted_conv(
-    x: Tensor,
+    input: Tensor,
     weight: Tensor,
-    phi: Tensor | None = None,
     bias: Tensor | None = None,
     stride: IntOrSeq = 1,
     padding: IntOrSeq | str = 0,
     dilation: IntOrSeq = 1,
     groups: int = 1,
+    *,
+    phi: Tensor | None = None,
     padding_mode: str = "zeros",
 ) -> Tensor:
-    """Weighted convolution ``conv(x, weight ⊙ phi) + bias`` for any number of dims.
+    """Weighted convolution ``conv(input, weight ⊙ phi) + bias`` for any number of dims.
+
+    The positional arguments are those of ``torch.nn.functional.conv{1,2,3}d``, in the
+    same order; the density ``phi`` and ``padding_mode`` are keyword-only.
 
     Args:
-        x: input ``(B, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``, N spatial axes.
+        input: ``(B, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``, N spatial axes.
         weight: ``(C_out, C_in / groups, k1, …, kN)``.
-        phi: density of shape ``(k1, …, kN)`` (or broadcastable to ``weight``); ``None``
-            means no weighting.
         bias: ``(C_out,)`` or ``None``.
-        stride, dilation: an int or one per axis, ≥ 1.
+        stride: an int or one per axis, ≥ 1.
         padding: an int or one per axis (symmetric), or ``"same"`` / ``"valid"``.
+        dilation: an int or one per axis, ≥ 1.
         groups: number of channel groups.
+        phi: density of shape exactly ``weight.shape[2:]`` = ``(k1, …, kN)``, on the
+            weight's device and with its dtype; ``None`` means no weighting.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
 
     Returns:
         ``(B, C_out, *out_spatial)`` (unbatched in, unbatched out).
 
     Raises:
+        TypeError: ``input``, ``weight``, ``bias`` or ``phi`` is not a tensor, or ``phi``
+            has another dtype than ``weight``.
         ValueError: wrong input rank, channels that do not match ``weight`` and ``groups``,
-            a ``phi`` of the wrong shape, ``"same"`` with stride > 1, or a kernel larger
-            than the padded input.
+            a ``bias`` that is not ``(C_out,)``, a ``phi`` whose shape is not the kernel's
+            or that lies on another device than ``weight``, ``"same"`` with stride > 1, or
+            a kernel larger than the padded input.
 
     Example:
         >>> x = torch.randn(2, 3, 8, 8, 8, 8)                     # 4 spatial dims
         >>> w = torch.randn(5, 3, 3, 3, 3, 3)
-        >>> weighted_conv(x, w, torch.ones(3, 3, 3, 3), padding=1).shape
+        >>> weighted_conv(x, w, padding=1, phi=torch.ones(3, 3, 3, 3)).shape
         torch.Size([2, 5, 8, 8, 8, 8])
+        >>> b = torch.randn(3)                       # positional order of F.conv2d
+        >>> w2 = torch.randn(3, 2, 3, 3)
+        >>> x2 = torch.randn(1, 2, 6, 6)
+        >>> torch.allclose(weighted_conv(x2, w2, b), F.conv2d(x2, w2, b))
+        True
     """
-    if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError("weighted_conv: x and weight must be tensors")
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(
+            "weighted_conv: input and weight must be tensors, got "
+            f"{type(input).__name__} and {type(weight).__name__}"
+        )
     n = weight.dim() - 2
     if n < 1:
         raise ValueError(
             "weight must have shape (C_out, C_in/groups, k1, …, kN) with N ≥ 1, "
             f"got {tuple(weight.shape)}"
         )
-    if x.dim() not in (n + 1, n + 2):
-        raise ValueError(
-            f"expected input of shape (B, C, *spatial) or (C, *spatial) with {n} spatial "
-            f"dim(s), i.e. {n + 2}-D or {n + 1}-D; got {x.dim()}-D input of shape {tuple(x.shape)}"
-        )
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
-    unbatched = x.dim() == n + 1
-    if unbatched:
-        x = x.unsqueeze(0)
-    c_in = weight.shape[1] * groups
-    if x.shape[1] != c_in:
-        raise ValueError(
-            f"input has {x.shape[1]} channels but weight {tuple(weight.shape)} "
-            f"with groups={groups} "
-            f"expects {c_in}"
-        )
     if weight.shape[0] % groups:
         raise ValueError(f"out channels {weight.shape[0]} must be divisible by groups={groups}")
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a tensor of shape (C_out,) or None, got {bias!r}")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(
+                f"bias must have shape (C_out,) = ({weight.shape[0]},) for weight "
+                f"{tuple(weight.shape)}, got {tuple(bias.shape)}"
+            )
     kernel = tuple(weight.shape[2:])
     stride_t = _tuple(stride, n, "stride", 1)
     dilation_t = _tuple(dilation, n, "dilation", 1)
@@ -292,24 +367,27 @@ def weighted_conv(
         pads = tuple((p, p) for p in _tuple(padding, n, "padding", 0))
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    for axis, ((lo, hi), k, d) in enumerate(zip(pads, kernel, dilation_t, strict=True)):
-        size = x.shape[2 + axis] + lo + hi
-        if size < d * (k - 1) + 1:
-            raise ValueError(
-                f"kernel extent {d * (k - 1) + 1} (size {k}, dilation {d}) is larger than the "
-                f"padded input ({size}) along spatial axis {axis}"
-            )
+    _check_input(input, weight.shape, groups, pads, dilation_t, padding_mode)
     if phi is not None:
-        if not _fits(phi.shape, weight.shape):
-            raise ValueError(
-                f"phi of shape {tuple(phi.shape)} does not fit weight {tuple(weight.shape)}: "
-                "expected "
-                f"the kernel shape {kernel} or a shape that broadcasts to the weight's"
+        if not isinstance(phi, Tensor):
+            raise TypeError(
+                f"phi must be a tensor of the kernel's spatial shape {kernel} or None, "
+                f"got {type(phi).__name__}"
             )
-        weight = weight * phi.to(device=weight.device, dtype=weight.dtype)
-
-    if padding_mode != "zeros":
-        x = pad_nd(x, pads, padding_mode)
-        pads = ((0, 0),) * n
-    y = conv_nd(x, weight, bias, stride_t, pads, dilation_t, groups)
-    return y.squeeze(0) if unbatched else y
+        if tuple(phi.shape) != kernel:
+            raise ValueError(
+                f"phi must have the kernel's spatial shape weight.shape[2:] = {kernel}, "
+                f"got {tuple(phi.shape)}"
+            )
+        if phi.device != weight.device:
+            raise ValueError(
+                f"phi is on device {phi.device} but weight is on {weight.device}; "
+                "move it with phi.to(weight)"
+            )
+        if phi.dtype != weight.dtype:
+            raise TypeError(
+                f"phi has dtype {phi.dtype} but weight has dtype {weight.dtype}; "
+                "convert it with phi.to(weight)"
+            )
+        weight = weight * phi
+    return _padded_conv(input, weight, bias, stride_t, pads, dilation_t, groups, padding_mode)

@@ -1,10 +1,15 @@
 """Weighted convolution layers: ``nn.ConvNd`` whose kernel is scaled by a density Φ.
 
 ``WeightedConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d`` (same arguments plus ``density=``,
-same ``state_dict`` keys, so ``isinstance`` checks, model surgery and pretrained weights
-keep working); ``WeightedConvNd(ndim, …)`` covers any number of spatial dimensions.
-The effective kernel ``W ⊙ Φ`` is derived in ``forward`` with differentiable ops
-(Cammarasana & Patanè, arXiv 2505.24558).
+so ``isinstance`` checks, model surgery and pretrained weights keep working);
+``WeightedConvNd(ndim, …)`` covers any number of spatial dimensions. The effective
+kernel ``W ⊙ Φ`` is derived in ``forward`` with differentiable ops (Cammarasana & Patanè,
+arXiv 2505.24558).
+
+``state_dict`` keys: with a fixed density (``Table``, ``Gaussian``, ``Ones``, a user
+family) exactly those of ``nn.ConvNd`` (``weight``, ``bias``), since Φ lives in a
+non-persistent buffer; a ``Learned`` density adds its parameters under ``phi.*``, which
+``freeze`` and ``fold`` remove. No key depends on train/eval mode or on the cache.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from .density import Density, DensityLike, as_density
-from .functional import _tuple, weighted_conv
+from .density import Density, DensityLike, FixedPhi, as_density
+from .functional import _check_input, _padded_conv, _tuple
 
 __all__ = [
     "WeightedConv1d",
@@ -27,9 +32,53 @@ __all__ = [
     "is_weighted",
 ]
 
+# nn.ConvNd's own forward (native conv, F.pad for the other padding modes), by ndim.
+_NATIVE_FORWARD = {
+    1: nn.Conv1d._conv_forward,
+    2: nn.Conv2d._conv_forward,
+    3: nn.Conv3d._conv_forward,
+}
+
+
+def _module_tensors(module: nn.Module) -> list[Tensor]:
+    """Every parameter and buffer of ``module`` and its children, read from their dicts
+    (several times faster than ``parameters()`` and ``buffers()``)."""
+    tensors = [t for t in module._parameters.values() if t is not None]
+    tensors += [t for t in module._buffers.values() if t is not None]
+    for child in module._modules.values():
+        if child is not None:
+            tensors += _module_tensors(child)
+    return tensors
+
+
+def _times(weight: Tensor, phi: Tensor) -> Tensor:
+    """``weight ⊙ phi`` in the weight's dtype (no conversion call when they agree)."""
+    return weight * (phi if phi.dtype == weight.dtype else phi.to(weight.dtype))
+
+
+def bind_density(family: Density, conv: _ConvNd) -> nn.Module:
+    """``family`` bound to ``conv``'s kernel shape, dilation, device and dtype.
+
+    Raises:
+        ValueError: the family cannot describe this kernel (its own message).
+        TypeError: ``family.bind`` did not return an ``nn.Module``.
+    """
+    module = family.bind(
+        conv.kernel_size, conv.dilation, dtype=conv.weight.dtype, device=conv.weight.device
+    )
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}")
+    return module
+
 
 class _WeightedMixin:
-    """Density handling shared by every weighted layer (mixed into an ``_ConvNd``)."""
+    """Density handling shared by every weighted layer (mixed into an ``_ConvNd``).
+
+    Besides the ``phi`` submodule, a layer holds two caches outside the ``state_dict``:
+    ``_cached_weight`` (``W ⊙ Φ`` for inference) and ``_expanded_phi`` (a fixed Φ expanded
+    to the weight's shape, which makes the training-time product a plain element-wise
+    one). At most one of them is held at a time.
+    """
 
     weight: Tensor
     bias: Tensor | None
@@ -41,6 +90,12 @@ class _WeightedMixin:
     padding_mode: str
     training: bool
     phi: nn.Module
+    _parameters: dict[str, Any]
+    _modules: dict[str, Any]
+    _reversed_padding_repeated_twice: list[int]
+
+    # Instance attributes the mixin adds to an nn.ConvNd (besides the ``phi`` submodule).
+    _DENSITY_STATE: tuple[str, ...] = ("_density_family", "_cached_weight", "_expanded_phi")
 
     def set_density(self, density: DensityLike) -> _WeightedMixin:
         """Bind ``density`` to this layer's kernel shape (replacing the current one).
@@ -49,17 +104,20 @@ class _WeightedMixin:
         fresh parameters for this layer. Returns the layer.
         """
         family = as_density(density)
-        module = family.bind(
-            self.kernel_size, self.dilation, dtype=self.weight.dtype, device=self.weight.device
-        )
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"{type(family).__name__}.bind() must return an nn.Module, got {module!r}"
-            )
+        self._attach(family, bind_density(family, self))  # type: ignore[arg-type]
+        return self
+
+    def _attach(self, family: Density, module: nn.Module) -> None:
+        """Make ``module`` (``family`` bound to this layer) the layer's density."""
         self.phi = module
         self._density_family = family
         self.invalidate_cache()
-        return self
+
+    def _detach_density(self) -> None:
+        """Remove the density and every attribute the mixin added (before a class switch)."""
+        del self.phi
+        for name in self._DENSITY_STATE:
+            self.__dict__.pop(name, None)
 
     @property
     def density(self) -> Density:
@@ -70,67 +128,147 @@ class _WeightedMixin:
     def invalidate_cache(self) -> None:
         """Drop the cached inference kernel (only needed after in-place edits through
         ``.data``, which bypass the version counter)."""
-        self._cached_weight: tuple[tuple, Tensor] | None = None
+        self._cached_weight: tuple[tuple[Tensor, ...], tuple[int, ...], Tensor] | None = None
+        self._expanded_phi: tuple[Tensor, int, torch.Size, Tensor] | None = None
 
-    def _cache_key(self) -> tuple | None:
-        """The tensors W⊙Φ is made of, with their storage and version; None: do not cache.
+    def _tensor(self, name: str) -> Tensor | None:
+        """``getattr(self, name)`` for a parameter, without ``nn.Module.__getattr__``'s cost.
 
-        Holding the tensors themselves (compared with ``is``) rules out a new tensor that
-        reuses a freed one's ``id``; ``data_ptr`` catches ``.data`` swaps (``.to()``,
-        pruning), ``_version`` in-place updates (optimizer steps, ``load_state_dict``).
+        Falls back to ``getattr`` when the parameter was moved out of ``_parameters``
+        (parametrizations, pruning); ``functional_call`` swaps inside it, so it is seen.
         """
-        tensors = (self.weight, *self.phi.parameters(), *self.phi.buffers())
-        if any(t.is_inference() for t in tensors):
-            return None  # inference tensors have no version counter
-        return tuple((t, t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-
-    @staticmethod
-    def _same_key(a: tuple, b: tuple) -> bool:
-        return len(a) == len(b) and all(
-            x[0] is y[0] and x[1:] == y[1:] for x, y in zip(a, b, strict=True)
-        )
+        params = self._parameters
+        return params[name] if name in params else getattr(self, name)
 
     def effective_weight(self) -> Tensor:
-        """``W ⊙ Φ``, differentiable in W and in learned densities.
+        """``W ⊙ Φ`` of shape ``(C_out, C_in / groups, k1, …, kN)``, differentiable in W and
+        in learned densities.
 
-        In ``eval()`` mode under ``torch.no_grad()`` the result is cached and reused until the
-        weight (or a density parameter) changes: optimizer steps, ``load_state_dict`` and
-        ``.to()``, ``.data`` swaps and swapping the parameter all invalidate it; nothing is
-        cached for inference-mode tensors.
+        In ``eval()`` mode with gradients disabled the result is cached and reused until
+        the weight or the density changes: optimizer steps, ``load_state_dict``, ``.to()``,
+        ``.data`` swaps, swapping the parameter and ``set_density`` all invalidate it;
+        nothing is cached for inference-mode tensors or while ``torch.compile`` traces.
         """
+        weight = self._tensor("weight")
+        assert weight is not None
+        bound = self._modules["phi"]
+        if type(bound) is not FixedPhi:
+            return self._generic_effective_weight(weight, bound)
+        phi = bound._buffers["phi"]
+        if torch.compiler.is_compiling():
+            return _times(weight, phi)
+        if self.training or torch.is_grad_enabled():
+            return weight * self._expanded(weight, phi)
+        cached = self._cached_weight
+        if (
+            cached is not None
+            and cached[0][0] is weight
+            and cached[0][1] is phi
+            and cached[1] == (weight._version, weight.data_ptr(), phi._version)
+        ):
+            return cached[2]
+        product = _times(weight, phi)
+        if not (weight.is_inference() or phi.is_inference()):
+            self._cached_weight = (
+                (weight, phi),
+                (weight._version, weight.data_ptr(), phi._version),
+                product,
+            )
+            self._expanded_phi = None
+        return product
+
+    def _expanded(self, weight: Tensor, phi: Tensor) -> Tensor:
+        """A fixed Φ expanded to ``weight.shape`` and made contiguous, kept until Φ or the
+        weight's shape or dtype change: ``W ⊙ Φ`` and its backward then run as plain
+        element-wise products, which a ``(k1, …, kN)`` broadcast is not."""
+        entry = self._expanded_phi
+        if (
+            entry is not None
+            and entry[0] is phi
+            and entry[1] == phi._version
+            and entry[2] == weight.shape
+            and entry[3].dtype == weight.dtype
+        ):
+            return entry[3]
+        full = phi.to(weight.dtype).expand(weight.shape).contiguous()
+        if not phi.is_inference():
+            self._expanded_phi = (phi, phi._version, weight.shape, full)
+            self._cached_weight = None
+        return full
+
+    def _generic_effective_weight(self, weight: Tensor, bound: nn.Module) -> Tensor:
+        """``W ⊙ Φ`` for learned and user densities: Φ comes from calling the module."""
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.weight * self.phi().to(self.weight.dtype)
-        key = self._cache_key()
-        cached = getattr(self, "_cached_weight", None)
-        if key is not None and cached is not None and self._same_key(cached[0], key):
-            return cached[1]
-        w = self.weight * self.phi().to(self.weight.dtype)
-        self._cached_weight = None if key is None else (key, w)
-        return w
+            return _times(weight, bound())
+        tensors = (weight, *_module_tensors(bound))
+        if any(t.is_inference() for t in tensors):
+            return _times(weight, bound())
+        state = tuple(v for t in tensors for v in (t._version, t.data_ptr()))
+        cached = self._cached_weight
+        if (
+            cached is not None
+            and len(cached[0]) == len(tensors)
+            and all(a is b for a, b in zip(cached[0], tensors, strict=True))
+            and cached[1] == state
+        ):
+            return cached[2]
+        product = _times(weight, bound())
+        self._cached_weight = (tensors, state, product)
+        return product
+
+    def _pads(self) -> tuple[tuple[int, int], ...]:
+        """``(left, right)`` padding per spatial axis, as ``nn.ConvNd`` resolved it."""
+        r = self._reversed_padding_repeated_twice
+        n = len(self.kernel_size)
+        return tuple((r[2 * (n - 1 - i)], r[2 * (n - 1 - i) + 1]) for i in range(n))
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return weighted_conv(
-            input,
-            weight,
-            None,
-            bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.padding_mode,
-        )
+        """The convolution itself: ``nn.ConvNd``'s own code for N ≤ 3, ``conv_nd`` above.
+
+        The layer's arguments were checked when it was built, so N ≤ 3 goes straight to
+        the native convolution; only when that fails is the input checked, to replace
+        PyTorch's message by one that names the problem.
+        """
+        native = _NATIVE_FORWARD.get(len(self.kernel_size))
+        if native is None:
+            pads = self._pads()
+            _check_input(input, weight.shape, self.groups, pads, self.dilation, self.padding_mode)
+            return _padded_conv(
+                input,
+                weight,
+                bias,
+                self.stride,
+                pads,
+                self.dilation,
+                self.groups,
+                self.padding_mode,
+            )
+        try:
+            return native(self, input, weight, bias)
+        except RuntimeError:
+            _check_input(
+                input, weight.shape, self.groups, self._pads(), self.dilation, self.padding_mode
+            )
+            raise
 
     def forward(self, input: Tensor) -> Tensor:
-        return self._conv_forward(input, self.effective_weight(), self.bias)
+        """``conv(input, W ⊙ Φ) + b``: ``(B, C_in, *spatial)`` or ``(C_in, *spatial)`` in,
+        ``(B, C_out, *out_spatial)`` or ``(C_out, *out_spatial)`` out."""
+        return self._conv_forward(input, self.effective_weight(), self._tensor("bias"))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # .to(), .half(), .cuda(), … give the weight and Φ new storage: drop both caches.
+        out = super()._apply(fn, recurse)  # type: ignore[misc]
+        self.invalidate_cache()
+        return out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, density={self.density!s}"  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[misc]
-        state = dict(state)
+        state = dict(super().__getstate__())  # type: ignore[misc]
         state["_cached_weight"] = None
+        state["_expanded_phi"] = None
         return state
 
 
@@ -194,9 +332,11 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
     """Weighted convolution over any number ``ndim ≥ 1`` of spatial dimensions.
 
     Arguments as ``nn.Conv3d`` with ``ndim`` first; ``state_dict`` keys ``weight`` and
-    ``bias`` as every ``nn.ConvNd``. For ``ndim ≤ 3`` it computes exactly what the matching
-    ``WeightedConv{1,2,3}d`` computes; for ``ndim ≥ 4`` it sums (N-1)-D convolutions over
-    the taps of the first axis. Every padding mode works in every ``ndim``.
+    ``bias`` as every ``nn.ConvNd`` (plus ``phi.*`` with a ``Learned`` density). Shapes
+    ``(B, C_in, *spatial)`` or ``(C_in, *spatial)`` with ``ndim`` spatial axes. For
+    ``ndim ≤ 3`` it computes exactly what the matching ``WeightedConv{1,2,3}d`` computes;
+    for ``ndim ≥ 4`` it sums (N-1)-D convolutions over the taps of the first axis. Every
+    padding mode works in every ``ndim``.
 
     Example:
         >>> conv = WeightedConvNd(4, 2, 4, 3, padding=1, density=[0.8])   # 3-D + time
@@ -241,6 +381,8 @@ class WeightedConvNd(_WeightedMixin, _ConvNd):
             dtype=dtype,
         )
         self.set_density(density)
+
+    _DENSITY_STATE = (*_WeightedMixin._DENSITY_STATE, "ndim")
 
     def extra_repr(self) -> str:
         return f"ndim={self.ndim}, {super().extra_repr()}"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 
 from ndwconv.functional import pad_nd, weighted_conv
@@ -39,7 +40,9 @@ def test_weighted_conv_matches_scipy_with_density(ndim, mode):
     x = rng.standard_normal((2, 9, 6, 5, 4)[: ndim + 1])  # 2 channels
     w = rng.standard_normal((1, 2, *kernel))
     phi = rng.uniform(0.1, 1.5, kernel)
-    y = weighted_conv(t(x[None]), t(w), t(phi), padding=[k // 2 for k in kernel], padding_mode=mode)
+    y = weighted_conv(
+        t(x[None]), t(w), padding=[k // 2 for k in kernel], phi=t(phi), padding_mode=mode
+    )
     expected = sum(ndi.correlate(x[c], w[0, c] * phi, mode=SCIPY_MODES[mode]) for c in range(2))
     np.testing.assert_allclose(y[0, 0].numpy(), expected, rtol=1e-11, atol=1e-11)
 
@@ -50,7 +53,7 @@ def test_weighted_conv_matches_reference(case):
     a = case.arrays
     ref = reference_conv(a["x"], a["weight"], a["bias"], phi=a["phi"], **case.functional_kwargs)
     y = weighted_conv(
-        t(a["x"]), t(a["weight"]), t(a["phi"]), t(a["bias"]), **case.functional_kwargs
+        t(a["x"]), t(a["weight"]), t(a["bias"]), phi=t(a["phi"]), **case.functional_kwargs
     )
     assert tuple(y.shape) == ref.shape
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-10, atol=1e-10)
@@ -64,8 +67,8 @@ def test_density_of_ones_equals_nn_conv(case):
     y = weighted_conv(
         x,
         conv.weight,
-        torch.ones(case.kernel_size, dtype=torch.float64),
         conv.bias,
+        phi=torch.ones(case.kernel_size, dtype=torch.float64),
         **case.functional_kwargs,
     )
     torch.testing.assert_close(y, conv(x), rtol=1e-12, atol=1e-12)
@@ -93,7 +96,7 @@ def test_unbatched_input_matches_batched():
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     phi = torch.rand(3, 3, dtype=torch.float64) + 0.1
     torch.testing.assert_close(
-        weighted_conv(x, w, phi, padding=1), weighted_conv(x[None], w, phi, padding=1)[0]
+        weighted_conv(x, w, padding=1, phi=phi), weighted_conv(x[None], w, padding=1, phi=phi)[0]
     )
 
 
@@ -147,9 +150,41 @@ class TestErrors:
         with pytest.raises((ValueError, TypeError), match=name):
             weighted_conv(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3), **bad)
 
-    def test_phi_shape(self):
-        with pytest.raises(ValueError, match="phi of shape"):
-            weighted_conv(torch.randn(1, 1, 8, 8), torch.randn(1, 1, 3, 3), torch.ones(3, 5))
+    @pytest.mark.parametrize("shape", [(3, 5), (1, 3), (3,), (1, 1, 3, 3), (2, 1, 3, 3)])
+    def test_phi_must_have_the_kernel_shape_exactly(self, shape):
+        """Shapes that broadcast to the weight, e.g. (1, 3) or (2, 1, 3, 3), are refused."""
+        with pytest.raises(ValueError, match=r"phi must have the kernel's spatial shape.*\(3, 3\)"):
+            weighted_conv(torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3), phi=torch.ones(shape))
+
+    def test_phi_on_another_device(self):
+        with pytest.raises(ValueError, match=r"phi is on device meta but weight is on cpu"):
+            weighted_conv(
+                torch.randn(1, 1, 8, 8),
+                torch.randn(1, 1, 3, 3),
+                phi=torch.ones(3, 3, device="meta"),
+            )
+
+    def test_phi_with_another_dtype(self):
+        with pytest.raises(TypeError, match=r"phi has dtype torch.float64 but weight has.*float32"):
+            weighted_conv(
+                torch.randn(1, 1, 8, 8),
+                torch.randn(1, 1, 3, 3),
+                phi=torch.ones(3, 3, dtype=torch.float64),
+            )
+
+    def test_phi_not_a_tensor(self):
+        with pytest.raises(TypeError, match="phi must be a tensor"):
+            weighted_conv(torch.randn(1, 1, 8, 8), torch.randn(1, 1, 3, 3), phi=[[1.0] * 3] * 3)
+
+    def test_phi_and_padding_mode_are_keyword_only(self):
+        x, w = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 3, 3)
+        with pytest.raises(TypeError, match="positional"):
+            weighted_conv(x, w, None, 1, 1, 1, 1, torch.ones(3, 3))
+
+    @pytest.mark.parametrize("shape", [(2,), (3, 1), ()])
+    def test_bias_shape(self, shape):
+        with pytest.raises(ValueError, match=r"bias must have shape \(C_out,\) = \(3,\)"):
+            weighted_conv(torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3), torch.ones(shape))
 
     @pytest.mark.parametrize("mode", ["reflect", "circular"])
     def test_padding_too_large_for_mode(self, mode):
@@ -168,7 +203,23 @@ def test_four_d_every_tap_in_the_padding_gives_the_bias():
     x = rng.standard_normal((2, 1, 1, 3, 3, 3))
     w = rng.standard_normal((2, 1, 2, 1, 1, 1))
     bias = rng.standard_normal(2)
-    y = weighted_conv(t(x), t(w), None, t(bias), padding=(2, 0, 0, 0), dilation=(4, 1, 1, 1))
+    y = weighted_conv(t(x), t(w), t(bias), padding=(2, 0, 0, 0), dilation=(4, 1, 1, 1))
     ref = reference_conv(x, w, bias, padding=(2, 0, 0, 0), dilation=(4, 1, 1, 1))
     np.testing.assert_allclose(y.numpy(), ref, atol=1e-12)
     np.testing.assert_allclose(ref, np.broadcast_to(bias.reshape(1, 2, 1, 1, 1, 1), ref.shape))
+
+
+def test_positional_arguments_mean_what_they_mean_for_f_conv2d():
+    """Regression: ``weighted_conv(x, w, b)`` once read ``b`` as the density, and a bias of
+    C_out = k values broadcast over the kernel's last axis without an error."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)  # C_out == kW: would broadcast as a density
+    torch.testing.assert_close(weighted_conv(x, w, b), F.conv2d(x, w, b), rtol=0, atol=0)
+    got = weighted_conv(x, w, b, 2, 1, 2, 1)  # F.conv2d's stride, padding, dilation, groups
+    torch.testing.assert_close(got, F.conv2d(x, w, b, 2, 1, 2, 1), rtol=0, atol=0)
+    phi = torch.rand(3, 3, dtype=torch.float64) + 0.1
+    torch.testing.assert_close(
+        weighted_conv(x, w, b, 1, 1, phi=phi), F.conv2d(x, w * phi, b, 1, 1), rtol=0, atol=0
+    )

@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.utils.prune
 from hypothesis import given
 from torch import nn
 
@@ -36,6 +37,28 @@ def test_subclasses_and_state_dict_round_trip():
     back = nn.Conv2d(4, 6, 3, padding=1, groups=2)
     back.load_state_dict(weighted.state_dict(), strict=True)
     assert torch.equal(back.weight, plain.weight)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_state_dict_keys_are_nn_conv2d_keys_plus_learned_phi(bias):
+    """Fixed densities: exactly nn.Conv2d's keys. Learned: those plus ``phi.*``, one per
+    kernel axis, which freeze and fold remove."""
+    plain = set(nn.Conv2d(2, 4, (3, 5), bias=bias).state_dict())
+    for density in ("default", "gaussian:1.0", "ones", nw.Table([[0.7], [0.2, 0.8]])):
+        layer = nw.WeightedConv2d(2, 4, (3, 5), bias=bias, density=density)
+        assert set(layer.state_dict()) == plain, density
+    learned = nw.WeightedConv2d(2, 4, (3, 5), bias=bias, density=nw.Learned())
+    assert set(learned.state_dict()) == plain | {"phi.log_half.0", "phi.log_half.1"}
+    assert set(nw.freeze(learned).state_dict()) == plain
+    assert set(nw.fold(learned).state_dict()) == plain
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    converted = nw.convert(model, "learned:default")
+    assert set(converted.state_dict()) == set(model.state_dict()) | {
+        "0.phi.log_half.0",
+        "0.phi.log_half.1",
+        "2.phi.log_half.0",
+        "2.phi.log_half.1",
+    }
 
 
 def test_state_dict_keys_do_not_depend_on_mode_or_cache():
@@ -160,6 +183,75 @@ class TestInferenceCache:
         assert layer.weight.grad is not None
 
 
+class TestTrainingProduct:
+    """In training a fixed Φ is kept expanded to the weight's shape; it must follow every
+    change of Φ and of the weight, and gradients must be those of conv(x, W ⊙ Φ)."""
+
+    def reference(self, layer, x, phi):
+        return torch.nn.functional.conv2d(x, layer.weight * phi, layer.bias, padding=1)
+
+    def test_follows_set_density_in_place_edits_and_dtype(self):
+        torch.manual_seed(0)
+        layer = nw.WeightedConv2d(2, 3, 3, padding=1, density=[0.5])
+        x = torch.randn(1, 2, 6, 6)
+        table = torch.tensor([0.5, 1.0, 0.5])
+        torch.testing.assert_close(layer(x), self.reference(layer, x, torch.outer(table, table)))
+        layer.set_density([0.25])
+        table = torch.tensor([0.25, 1.0, 0.25])
+        torch.testing.assert_close(layer(x), self.reference(layer, x, torch.outer(table, table)))
+        with torch.no_grad():
+            layer.phi.phi.mul_(2.0)  # an in-place edit of the buffer bumps its version
+        torch.testing.assert_close(
+            layer(x), self.reference(layer, x, 2 * torch.outer(table, table))
+        )
+        layer.double()
+        y = layer(x.double())
+        assert y.dtype == torch.float64
+
+    def test_gradients_are_those_of_the_product(self):
+        torch.manual_seed(1)
+        layer = nw.WeightedConv2d(2, 3, 3, padding=1, density=[0.5], dtype=torch.float64)
+        x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+        for _ in range(2):  # the second step reuses the expanded Φ
+            layer.zero_grad()
+            layer(x).square().sum().backward()
+            w = layer.weight.detach().clone().requires_grad_()
+            phi = torch.outer(*[torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64)] * 2)
+            torch.nn.functional.conv2d(x, w * phi, layer.bias, padding=1).square().sum().backward()
+            torch.testing.assert_close(layer.weight.grad, w.grad)
+            with torch.no_grad():
+                layer.weight.sub_(0.1 * layer.weight.grad)
+
+
+def test_learned_density_cache_sees_swapped_density_parameters():
+    """functional_call may swap a density parameter; the eval cache must notice it."""
+    layer = nw.WeightedConv1d(1, 1, 3, padding=1, bias=False, density=nw.Learned([0.5])).eval()
+    x = torch.randn(1, 1, 8)
+    with torch.no_grad():
+        layer(x)
+        swapped = {"phi.log_half.0": torch.tensor([0.0])}  # Φ ≡ 1
+        y = torch.func.functional_call(layer, swapped, (x,))
+    torch.testing.assert_close(y, torch.nn.functional.conv1d(x, layer.weight.detach(), padding=1))
+
+
+def test_parametrized_and_pruned_weights_are_used():
+    """Parametrizations and pruning move ``weight`` out of ``_parameters``."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 2, 6, 6)
+    phi = torch.outer(*[torch.tensor([0.7, 1.0, 0.7])] * 2)
+    layer = nw.WeightedConv2d(2, 2, 3, padding=1)
+    torch.nn.utils.parametrizations.weight_norm(layer)
+    want = torch.nn.functional.conv2d(x, layer.weight * phi, layer.bias, padding=1)
+    torch.testing.assert_close(layer(x), want)
+    layer = nw.WeightedConv2d(2, 2, 3, padding=1)
+    torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.5)
+    for mode in (True, False):
+        layer.train(mode)
+        with torch.no_grad():
+            want = torch.nn.functional.conv2d(x, layer.weight * phi, layer.bias, padding=1)
+            torch.testing.assert_close(layer(x), want)
+
+
 def test_phi_follows_dtype_without_precision_loss():
     layer = nw.WeightedConv1d(1, 1, 3, density=[0.7])
     assert layer.phi().dtype == torch.float32
@@ -185,6 +277,27 @@ class TestErrors:
     def test_wrong_rank(self):
         with pytest.raises(ValueError, match="4-D or 3-D"):
             nw.WeightedConv2d(1, 1, 3)(torch.randn(5, 5))
+
+    @pytest.mark.parametrize("ndim", [1, 2, 3, 4])
+    def test_wrong_channels(self, ndim):
+        layer = nw.WeightedConvNd(ndim, 4, 2, 3, groups=2)
+        with pytest.raises(ValueError, match=r"input has 3 channels .* groups=2 expects 4"):
+            layer(torch.randn(1, 3, *[5] * ndim))
+
+    @pytest.mark.parametrize("ndim", [1, 2, 3])
+    def test_reflect_padding_larger_than_input(self, ndim):
+        layer = nw.WeightedConvNd(ndim, 1, 1, 5, padding=2, padding_mode="reflect")
+        with pytest.raises(ValueError, match="padding_mode='reflect' needs padding < input"):
+            layer(torch.randn(1, 1, *[2] * ndim))
+
+    def test_other_errors_are_pytorch_s_own(self):
+        """A problem that is not the input's shape (here: its dtype) raises as in nn.Conv2d."""
+        x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+        with pytest.raises(RuntimeError) as plain:
+            nn.Conv2d(1, 1, 3)(x)
+        with pytest.raises(RuntimeError) as weighted:
+            nw.WeightedConv2d(1, 1, 3)(x)
+        assert str(weighted.value) == str(plain.value)
 
     def test_ndim(self):
         with pytest.raises(ValueError, match="ndim"):
