@@ -399,6 +399,8 @@ class Run:
         steps: the run's length (``train.steps``).
         optimizer, scheduler: the current ones (``None`` in ``on_start``).
         world: the number of processes.
+        densities: when resuming, the density of every weighted layer as the checkpoint
+            recorded it (``{layer name: spec}``); ``None`` otherwise.
     """
 
     task: Task
@@ -409,6 +411,7 @@ class Run:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     world: int = 1
+    densities: dict[str, str] | None = None
 
     def rebuild_optimizer(self) -> None:
         """Build the optimizer and scheduler anew for the model's current parameters.
@@ -455,8 +458,15 @@ class FreezeDensities(Hook):
         self.at = at
 
     def on_start(self, run: Run) -> None:
-        if run.step >= self.at:
-            ndwconv.freeze(run.model, inplace=True)
+        if run.step < self.at:
+            return
+        ndwconv.freeze(run.model, inplace=True)
+        # a fixed density is not in the state dict: take the frozen values the
+        # checkpoint recorded, not the freshly built model's initial ones
+        for name, layer in ndwconv.weighted_layers(run.model):
+            recorded = (run.densities or {}).get(name or "<root>")
+            if recorded is not None:
+                layer.set_density(recorded)
 
     def on_step_end(self, run: Run) -> None:
         if run.step == self.at:
@@ -566,6 +576,8 @@ def _fit(
             "choose another output folder"
         )
     run = Run(task, model, start, steps, cfg, world=ctx.world)
+    if resume:
+        run.densities = dict(sidecar.get("densities", {}))
     for hook in hooks:
         hook.on_start(run)
     run.optimizer = _optimizer(model, cfg["optim"])

@@ -104,6 +104,9 @@ def odd_kernel_convs(name: str, module: nn.Module) -> bool:
 def make_weighted(model: nn.Module, density: Any) -> nn.Module:
     """Make a recipe model weighted in place: every layer ``odd_kernel_convs`` selects.
 
+    The density must describe each of them (``convert(..., strict=True)``): a comparison
+    whose weighted arm silently kept some layers plain would not compare what it says.
+
     Plain ``nn.Conv1d/2d/3d`` layers are converted by ``ndwconv.convert``; the
     ``WeightedConvNd`` layers of 4-D (and higher) models, which hold the ``ones`` density
     until then, get ``density``. Layers that already have another density are left alone.
@@ -121,7 +124,7 @@ def make_weighted(model: nn.Module, density: Any) -> nn.Module:
         ['table:0.5']
     """
     family = ndwconv.as_density(density)
-    ndwconv.convert(model, family, where=odd_kernel_convs, inplace=True)
+    ndwconv.convert(model, family, where=odd_kernel_convs, inplace=True, strict=True)
     for name, layer in ndwconv.weighted_layers(model):
         if isinstance(layer.density, Ones) and odd_kernel_convs(name, layer):
             layer.set_density(family)
