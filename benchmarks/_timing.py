@@ -447,16 +447,47 @@ def set_threads(args: argparse.Namespace, default: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
+def _rounded(data: Any, digits: int) -> Any:
+    """``data`` with every float rounded to ``digits`` significant digits."""
+    if isinstance(data, float):
+        return float(f"{data:.{digits}g}")
+    if isinstance(data, dict):
+        return {k: _rounded(v, digits) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_rounded(v, digits) for v in data]
+    return data
+
+
+def _dumps(data: Any, depth: int = 0) -> str:
+    """JSON with one line per container of scalars (a sample list, a median/q1/q3 triple)."""
+    items = data.items() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    values = [v for _, v in items] if isinstance(data, dict) else list(items)
+    if not any(isinstance(v, (dict, list)) for v in values):
+        return json.dumps(data, ensure_ascii=False)
+    pad = " " * (depth + 1)
+    if isinstance(data, dict):
+        lines = [f"{pad}{json.dumps(k)}: {_dumps(v, depth + 1)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(lines) + "\n" + " " * depth + "}"
+    lines = [pad + _dumps(v, depth + 1) for v in data]
+    return "[\n" + ",\n".join(lines) + "\n" + " " * depth + "]"
+
+
+def write_json(path: str | os.PathLike[str], data: Any, digits: int = 5) -> None:
+    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic).
+
+    Floats keep ``digits`` significant digits: timings are not more precise than that, and
+    the files stay small enough to commit.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
+            fh.write(_dumps(_rounded(data, digits)) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 → what open() would have made
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
