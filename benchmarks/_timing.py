@@ -1,28 +1,30 @@
-"""Shared timing helpers for the ndwconv benchmarks.
+"""Timing, machine description and result files shared by every benchmark.
 
-The performance bar (DESIGN.md) is stated as *ratios measured in one process, medians of
-interleaved repeats*. These helpers implement exactly that, so every benchmark measures the
-same way:
+The performance bar is stated as *ratios measured in one process, medians of interleaved
+repeats*; these helpers implement exactly that, so every benchmark measures the same way:
 
 * ``interleaved(candidates, ...)`` times several callables in turn: in repeat ``r`` each one
   is timed once, and the order rotates from repeat to repeat so that neither candidate is
-  always first (cache state, turbo/thermal drift and other jobs on the machine hit both
-  alike). Each *sample* is one call, or a fixed batch of calls calibrated to last at least
-  ``min_sample_s`` so timer resolution and per-call jitter do not dominate small cases.
-* ``ratio_stats(num, den)`` turns two aligned lists of samples into per-pair ratios and
-  reports their median, quartiles and the median absolute times.
+  always first (cache state, turbo/thermal drift and other jobs on the machine hit all
+  alike). Each *sample* is a block of calls calibrated to last at least ``min_sample_s``, so
+  timer resolution and per-call jitter do not dominate small cases.
+* ``spread(values)`` gives median and quartiles; ``ratio_stats(num, den)`` the same for the
+  per-pair ratios of two aligned sample lists, plus median times and per-pair differences.
 * ``ForeignLoad`` measures how many cores *other* processes kept busy during a block, and
   ``wait_for_quiet`` waits (bounded) for them to go quiet: on a shared machine a ratio is
   only as good as the load it was measured under, so benchmarks report it per row.
-* ``machine_info()`` / ``header_lines()`` describe the machine and versions for the report.
-* ``format_table`` renders rows as aligned text or as a Markdown table.
+* ``make_parser`` gives every benchmark the same ``--quick``, ``--out`` and ``--threads``;
+  ``Run`` describes the machine (CPU, cores, OS, versions, threads, date), logs progress
+  and writes the result as JSON next to the others (``benchmarks/results/``).
 
-Only the standard library and torch are used. GPU timing synchronises the device around each
-sample (``torch.cuda.synchronize``), so queued kernels are counted where they run.
+Only the standard library, NumPy and torch are used. GPU timing synchronises the device
+around each sample (``torch.cuda.synchronize``), so queued kernels are counted where they
+run.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gc
 import json
@@ -30,29 +32,41 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
+    "RESULTS_DIR",
     "ForeignLoad",
     "RatioStats",
+    "Run",
+    "Spread",
     "calibrate",
+    "fmt_load",
     "format_table",
-    "header_lines",
     "interleaved",
     "machine_info",
+    "make_parser",
+    "positive_int",
     "ratio_stats",
     "resolve_device",
+    "set_threads",
+    "spread",
     "synchronizer",
     "verdict",
     "wait_for_quiet",
     "write_json",
 ]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,31 +113,32 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _load_average() -> str:
+def _load_average() -> list[float] | None:
     try:
-        one, five, fifteen = os.getloadavg()
+        return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+        return None
 
 
-def machine_info(device: torch.device | None = None) -> dict[str, str]:
-    """Machine, versions and date as strings, for a benchmark header."""
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """Machine, versions, torch's thread count and the date (UTC), for a result header."""
     try:
         import ndwconv
 
         ndw_version = getattr(ndwconv, "__version__", "unknown")
     except ImportError:  # pragma: no cover - benchmarks run with ndwconv installed
         ndw_version = "not importable"
-    info = {
-        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
-        "cores": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "load average (1/5/15 min)": _load_average(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "numpy": np.__version__,
         "ndwconv": ndw_version,
+        "threads": torch.get_num_threads(),
+        "load_average": _load_average(),
     }
     if device is not None:
         info["device"] = str(device)
@@ -134,7 +149,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, str]:
     return info
 
 
-def header_lines(info: Mapping[str, str], markdown: bool = False) -> list[str]:
+def _header_lines(info: Mapping[str, Any], markdown: bool) -> list[str]:
     """``key: value`` lines (a Markdown bullet list when ``markdown``)."""
     if markdown:
         return [f"- **{k}**: {v}" for k, v in info.items()]
@@ -215,6 +230,11 @@ def wait_for_quiet(
             return waited, load.cores
 
 
+def fmt_load(cores: float | None) -> str:
+    """Foreign cores for a table cell (``n/a`` where unknown)."""
+    return "n/a" if cores is None else f"{cores:.2f}"
+
+
 # ---------------------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------------------
@@ -234,10 +254,10 @@ def calibrate(
     fn: Callable[[], object],
     sync: Callable[[], None],
     min_sample_s: float = 0.05,
-    max_number: int = 1000,
+    max_number: int = 10_000,
 ) -> int:
     """How many calls one sample needs to last at least ``min_sample_s`` (≥ 1)."""
-    t = _time_once(fn, 1, sync)
+    t = min(_time_once(fn, 1, sync) for _ in range(3))
     if t <= 0:
         return max_number
     return max(1, min(max_number, math.ceil(min_sample_s / t)))
@@ -288,42 +308,66 @@ def interleaved(
     return samples
 
 
-@dataclass
+@dataclass(frozen=True)
+class Spread:
+    """Median and quartiles of a list of values."""
+
+    median: float
+    q1: float
+    q3: float
+
+    def scaled(self, factor: float) -> Spread:
+        """The same spread in other units (e.g. ``1e6`` for seconds → µs)."""
+        return Spread(self.median * factor, self.q1 * factor, self.q3 * factor)
+
+    def to_json(self) -> dict[str, float]:
+        return {"median": self.median, "q1": self.q1, "q3": self.q3}
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Median and (inclusive) quartiles of ``values``; a single value is its own spread."""
+    values = list(values)
+    if not values:
+        raise ValueError("spread needs at least one value")
+    if len(values) < 2:
+        return Spread(values[0], values[0], values[0])
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return Spread(statistics.median(values), q[0], q[2])
+
+
+@dataclass(frozen=True)
 class RatioStats:
     """Per-pair ratios ``num[i] / den[i]`` of two aligned sample lists, summarised."""
 
-    ratios: list[float] = field(repr=False)
     median: float
     q1: float
     q3: float
     num_median_s: float
     den_median_s: float
-    diff_median_s: float  # median of num[i] - den[i]: the absolute overhead per call
+    diff_median_s: float  # median of num[i] - den[i]: the absolute difference per call
     min_ratio: float  # min(num) / min(den): the least-disturbed samples of each side
 
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-
-def _quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
+    def to_json(self) -> dict[str, float]:
+        return {
+            "ratio_median": self.median,
+            "ratio_q1": self.q1,
+            "ratio_q3": self.q3,
+            "num_median_s": self.num_median_s,
+            "den_median_s": self.den_median_s,
+            "diff_median_s": self.diff_median_s,
+            "min_ratio": self.min_ratio,
+        }
 
 
 def ratio_stats(num: Sequence[float], den: Sequence[float]) -> RatioStats:
     """Median and quartiles of the per-pair ratios ``num[i] / den[i]``."""
     if len(num) != len(den) or not num:
         raise ValueError("ratio_stats needs two non-empty sample lists of equal length")
-    ratios = [a / b for a, b in zip(num, den, strict=True)]
-    q1, q3 = _quartiles(ratios)
+    ratios = spread([a / b for a, b in zip(num, den, strict=True)])
     return RatioStats(
-        ratios=ratios,
-        median=statistics.median(ratios),
-        q1=q1,
-        q3=q3,
+        median=ratios.median,
+        q1=ratios.q1,
+        q3=ratios.q3,
         num_median_s=statistics.median(num),
         den_median_s=statistics.median(den),
         diff_median_s=statistics.median(a - b for a, b in zip(num, den, strict=True)),
@@ -331,22 +375,189 @@ def ratio_stats(num: Sequence[float], den: Sequence[float]) -> RatioStats:
     )
 
 
-def verdict(stats: RatioStats, target: float) -> str:
-    """``PASS`` when the median ratio meets ``target``; ``MISS`` otherwise.
+def verdict(median: float, q1: float, target: float) -> str:
+    """``PASS`` when a median meets ``target`` (≤); ``MISS`` otherwise.
 
-    A miss whose interquartile range still reaches the target is written
-    ``MISS (noise?)``: the repeats do not separate it from the target.
+    A miss whose lower quartile still reaches the target is written ``MISS (noise?)``: the
+    repeats do not separate it from the target.
     """
-    if stats.median <= target:
+    if median <= target:
         return "PASS"
-    if stats.q1 <= target:
+    if q1 <= target:
         return "MISS (noise?)"
     return "MISS"
 
 
 # ---------------------------------------------------------------------------------------
-# output
+# command line and output
 # ---------------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def make_parser(
+    name: str, doc: str, examples: Sequence[str], threads_default: str = "torch's own"
+) -> argparse.ArgumentParser:
+    """The parser every benchmark starts from: ``--quick``, ``--out`` and ``--threads``.
+
+    Args:
+        name: the module name in ``benchmarks`` (``python -m benchmarks.NAME``).
+        doc: the module docstring; its first paragraph is the description.
+        examples: command lines shown under ``Examples`` in ``--help``.
+        threads_default: what ``--threads`` defaults to, for its help text.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{name}",
+        description=doc.strip().split("\n\n")[0],
+        epilog="Examples:\n" + "\n".join(f"  {e}" for e in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny shapes and few repeats, seconds (not a measurement)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help=f"JSON result file (default: benchmarks/results/{name}.json; "
+        f"{name}-quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help=f"torch.set_num_threads (default: {threads_default}; 1 with --quick)",
+    )
+    return parser
+
+
+def set_threads(args: argparse.Namespace, default: int | None = None) -> None:
+    """Apply ``--threads``; without it, 1 with ``--quick`` (a smoke run on a busy machine
+    must not stall at thread barriers), else ``default`` (``None``: torch's own)."""
+    threads = args.threads or (1 if args.quick else default)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _rounded(data: Any, digits: int) -> Any:
+    """``data`` with every float rounded to ``digits`` significant digits."""
+    if isinstance(data, float):
+        return float(f"{data:.{digits}g}")
+    if isinstance(data, dict):
+        return {k: _rounded(v, digits) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_rounded(v, digits) for v in data]
+    return data
+
+
+def _dumps(data: Any, depth: int = 0) -> str:
+    """JSON with one line per container of scalars (a sample list, a median/q1/q3 triple)."""
+    items = data.items() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    values = [v for _, v in items] if isinstance(data, dict) else list(items)
+    if not any(isinstance(v, (dict, list)) for v in values):
+        return json.dumps(data, ensure_ascii=False)
+    pad = " " * (depth + 1)
+    if isinstance(data, dict):
+        lines = [f"{pad}{json.dumps(k)}: {_dumps(v, depth + 1)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(lines) + "\n" + " " * depth + "}"
+    lines = [pad + _dumps(v, depth + 1) for v in data]
+    return "[\n" + ",\n".join(lines) + "\n" + " " * depth + "]"
+
+
+def write_json(path: str | os.PathLike[str], data: Any, digits: int = 5) -> None:
+    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic).
+
+    Floats keep ``digits`` significant digits: timings are not more precise than that, and
+    the files stay small enough to commit.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(_dumps(_rounded(data, digits)) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 → what open() would have made
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Run:
+    """One benchmark run: its machine description, progress lines and JSON result.
+
+    Create it after ``torch.set_num_threads`` so that the recorded thread count is the one
+    used. ``extra`` adds version strings (e.g. ``monai``) to the machine description.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: argparse.Namespace,
+        argv: Sequence[str] | None,
+        device: torch.device | None = None,
+        **extra: Any,
+    ) -> None:
+        self.name = name
+        self.quick = bool(args.quick)
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.out = args.out or RESULTS_DIR / f"{name}{'-quick' if self.quick else ''}.json"
+        self.machine = machine_info(device) | extra
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def log(self, message: str) -> None:
+        """A progress line on stderr, with the seconds since the run started."""
+        print(f"  [{self.elapsed_s:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+    def header(self, settings: Mapping[str, Any], markdown: bool) -> str:
+        """The machine description and ``settings`` as ``key: value`` lines."""
+        info = dict(self.machine)
+        if info.get("load_average") is not None:
+            info["load_average"] = " ".join(f"{v:.2f}" for v in info["load_average"])
+        lines = _header_lines(info | dict(settings), markdown)
+        if self.quick:
+            lines.append("(--quick: a smoke test, not a measurement)")
+        return "\n".join(lines)
+
+    def footer(self) -> str:
+        """Wall time so far and the load average now."""
+        load = _load_average()
+        now = "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
+        return f"wall time {self.elapsed_s:.0f} s; load average now {now}"
+
+    def write(self, settings: Mapping[str, Any], results: Any) -> Path:
+        """Write ``{benchmark, argv, quick, machine, settings, wall_s, results}`` to the
+        output file; returns its path."""
+        write_json(
+            self.out,
+            {
+                "benchmark": self.name,
+                "argv": self.argv,
+                "quick": self.quick,
+                "machine": self.machine,
+                "settings": dict(settings),
+                "wall_s": self.elapsed_s,
+                "results": results,
+            },
+        )
+        print(f"results written to {self.out}", file=sys.stderr)
+        return Path(self.out)
 
 
 def format_table(
@@ -364,18 +575,3 @@ def format_table(
     lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*row) for row in rows]
     return "\n".join(lines)
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file renamed over ``path`` (atomic)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -1,6 +1,6 @@
-"""Overhead of ndwconv's weighted layers over the plain PyTorch convolution.
+"""Weighted/plain ratio of single convolution layers on realistic shapes.
 
-Checks the performance bar of DESIGN.md:
+Checks the performance bar:
 
 * weighted/plain training step (forward + backward) ≤ 1.03, inference ≤ 1.01, for
   ``WeightedConv{1,2,3}d`` (density ``Table.default()``) against the matching ``nn.ConvNd``
@@ -10,53 +10,43 @@ Checks the performance bar of DESIGN.md:
   inputs with ``weight[:, :, j]``, i.e. the work any tap-decomposition must do anyway.
 
 Every ratio is the median of per-pair ratios from interleaved repeats in one process (the
-order alternates between repeats; see ``benchmarks/_timing.py``). A per-call overhead
-breakdown (the W⊙Φ multiply, its backward, the inference-cache lookup, the checks in
-``functional.weighted_conv``) follows, measured on tiny inputs where the convolution itself
-is nearly free. An A/A control row (the plain layer against a copy of itself, measured the
-same way) shows the noise floor of the machine, and every row reports the CPU load that
-*other* processes put on the machine while it was measured.
-
-Usage::
-
-    python benchmarks/layer_overhead.py             # full run, ~4 min on 2 idle CPU cores
-    python benchmarks/layer_overhead.py --quick     # smoke test, about a minute
-    python benchmarks/layer_overhead.py --markdown  # tables for docs/benchmarks.md
-    python benchmarks/layer_overhead.py --device cuda --repeats 50
+order alternates between repeats). An A/A control row (the plain layer against a copy of
+itself, measured the same way) shows the noise floor of the machine, and every row reports
+the CPU load that *other* processes put on the machine while it was measured. The fixed
+cost per call, which these shapes hide, is ``benchmarks.per_call``'s subject.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
-import sys
-import time
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ndwconv import Table, WeightedConv1d, WeightedConv2d, WeightedConv3d, WeightedConvNd
 
-from _timing import (
+from ._timing import (
     ForeignLoad,
     RatioStats,
+    Run,
+    fmt_load,
     format_table,
-    header_lines,
     interleaved,
-    machine_info,
+    make_parser,
+    positive_int,
     ratio_stats,
     resolve_device,
+    set_threads,
     synchronizer,
     verdict,
     wait_for_quiet,
 )
-
-from ndwconv import Table, WeightedConv1d, WeightedConv2d, WeightedConv3d, WeightedConvNd
-from ndwconv.functional import weighted_conv
 
 TARGET_TRAIN = 1.03
 TARGET_INFER = 1.01
@@ -82,6 +72,11 @@ class Case:
     def shape_str(self) -> str:
         return "×".join(str(s) for s in self.shape)
 
+    def shrunk(self) -> Case:
+        """The same layer on a tiny input (batch 1, ≤ 16 channels, ≤ 16 per axis): --quick."""
+        _, c, *spatial = self.shape
+        return dataclasses.replace(self, shape=(1, min(c, 16), *(min(s, 16) for s in spatial)))
+
 
 CASES = [
     Case("1-D", (32, 64, 4096), 3),
@@ -97,8 +92,9 @@ CASES = [
 # Its spread and its distance from 1.000 are the noise floor of this machine and harness.
 CONTROL = Case("A/A control", (4, 16, 32, 32, 32), 3)
 
-# N = 4: batch 2, 8 → 8 channels, 12×16×16×16, kernel 3⁴, padding 1.
+# N = 4: batch 2, 8 → 8 channels, 12×16×16×16, kernel 3⁴, padding 1 (tiny with --quick).
 ND_SHAPE = (2, 8, 12, 16, 16, 16)
+ND_SHAPE_QUICK = (1, 4, 6, 8, 8, 8)
 ND_KERNEL = 3
 
 
@@ -158,16 +154,14 @@ class Measured:
 
     stats: RatioStats
     foreign_cores: float | None
-    waited_s: float
 
 
 def compare(
     candidate: Callable[[], object], baseline: Callable[[], object], cfg: Settings
 ) -> Measured:
     """Interleaved timing of ``candidate`` vs ``baseline``; ratio = candidate / baseline."""
-    waited = 0.0
     if cfg.wait_quiet_s > 0:
-        waited, _ = wait_for_quiet(cfg.wait_quiet_s)
+        wait_for_quiet(cfg.wait_quiet_s)
     with ForeignLoad() as load:
         samples = interleaved(
             {"baseline": baseline, "candidate": candidate},
@@ -176,7 +170,7 @@ def compare(
             warmup=cfg.warmup,
             min_sample_s=cfg.min_sample_s,
         )
-    return Measured(ratio_stats(samples["candidate"], samples["baseline"]), load.cores, waited)
+    return Measured(ratio_stats(samples["candidate"], samples["baseline"]), load.cores)
 
 
 def measure_case(case: Case, cfg: Settings, control: bool = False) -> dict[str, Measured]:
@@ -194,21 +188,21 @@ def measure_case(case: Case, cfg: Settings, control: bool = False) -> dict[str, 
     return out
 
 
-def _nd_pieces(device: torch.device):
+def _nd_pieces(shape: tuple[int, ...], device: torch.device):
     """The 4-D layer, its input, and the pre-sliced inputs/weights of the ideal decomposition."""
     torch.manual_seed(0)
-    b, c = ND_SHAPE[:2]
+    b, c = shape[:2]
     k, p = ND_KERNEL, ND_KERNEL // 2
     layer = WeightedConvNd(4, c, c, k, padding=p, density=Table.default()).to(device)
-    x = torch.randn(ND_SHAPE, device=device, requires_grad=True)
-    d0 = ND_SHAPE[2]
+    x = torch.randn(shape, device=device, requires_grad=True)
+    d0 = shape[2]
     out0 = d0 + 2 * p - k + 1
     with torch.no_grad():
         w_eff = layer.weight * layer.phi().to(layer.weight.dtype)
         xp = F.pad(x, (0, 0) * 3 + (p, p))  # zero planes on the first spatial axis only
         # Tap j sees planes j … j+out0-1, folded into the batch: (B·O0, C, D1, D2, D3).
         slices = [
-            xp[:, :, j : j + out0].movedim(2, 1).reshape(b * out0, c, *ND_SHAPE[3:]).contiguous()
+            xp[:, :, j : j + out0].movedim(2, 1).reshape(b * out0, c, *shape[3:]).contiguous()
             for j in range(k)
         ]
         w_taps = [w_eff[:, :, j].contiguous() for j in range(k)]
@@ -216,8 +210,8 @@ def _nd_pieces(device: torch.device):
     return layer, x, slices, w_taps, bias, p
 
 
-def measure_nd(cfg: Settings) -> dict[str, Measured]:
-    layer, x, slices, w_taps, bias, p = _nd_pieces(cfg.device)
+def measure_nd(shape: tuple[int, ...], cfg: Settings) -> dict[str, Measured]:
+    layer, x, slices, w_taps, bias, p = _nd_pieces(shape, cfg.device)
     k = len(slices)
 
     def ideal_infer() -> None:
@@ -259,172 +253,66 @@ def measure_nd(cfg: Settings) -> dict[str, Measured]:
 
 
 # ---------------------------------------------------------------------------------------
-# per-call overhead breakdown (tiny inputs: the convolution itself costs microseconds)
-# ---------------------------------------------------------------------------------------
-
-
-def _us(
-    fn: Callable[[], object], sync: Callable[[], None], number: int = 2000, repeats: int = 7
-) -> float:
-    """Minimum over ``repeats`` of the mean time per call of ``fn`` in µs (as timeit does)."""
-    for _ in range(number // 10 + 1):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        sync()
-        ts.append((time.perf_counter() - t0) / number * 1e6)
-    return min(ts)
-
-
-def breakdown(device: torch.device, quick: bool) -> list[tuple[str, str]]:
-    """µs per call of the pieces the weighted layer adds, on a 64→64 3×3 Conv2d.
-
-    Runs with one intra-op thread: these tensors are far too small to be split across
-    threads anyway, and with one thread another job holding a core cannot stall the
-    measurement at a thread barrier (it did, by 10-100×, with two).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _breakdown(device, quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _breakdown(device: torch.device, quick: bool) -> list[tuple[str, str]]:
-    sync = synchronizer(device)
-    number = 200 if quick else 1000
-    torch.manual_seed(0)
-    plain, weighted = make_pair(Case("2-D", (1, 64, 4, 4), 3), device)
-    x = torch.randn(1, 64, 4, 4, device=device)
-    xg = x.clone().requires_grad_()
-    w, phi, bias = weighted.weight, weighted.phi(), weighted.bias
-    w_eff = (w * phi).detach()
-    g_w = torch.ones_like(w)
-    rows = []
-
-    def t(label: str, fn: Callable[[], object]) -> float:
-        v = _us(fn, sync, number)
-        rows.append((label, f"{v:.1f}"))
-        return v
-
-    def pair(name_a: str, name_b: str, what: str, a: Callable[[], object], b: Callable[[], object]):
-        """Interleaved, min over repeats of the mean per call, µs."""
-        s = interleaved({"a": a, "b": b}, 9, sync=sync, warmup=number // 10, number=number)
-        ta, tb = min(s["a"]) * 1e6, min(s["b"]) * 1e6
-        rows.append((f"{name_a} {what}", f"{ta:.1f}"))
-        rows.append((f"{name_b} {what}", f"{tb:.1f}"))
-        return ta, tb
-
-    with torch.no_grad():
-        t("W ⊙ Φ (64×64×3×3, no grad)", lambda: w * phi.to(w.dtype))
-    t(
-        "W ⊙ Φ forward + its backward (autograd.grad)",
-        lambda: torch.autograd.grad(w * phi.to(w.dtype), w, g_w),
-    )
-    t(
-        "  reference: autograd.grad of W * 1.0 (a bare autograd mul)",
-        lambda: torch.autograd.grad(w * 1.0, w, g_w),
-    )
-    weighted.eval()
-    with torch.no_grad():
-        weighted.effective_weight()
-        t("_cache_key() (inference)", weighted._cache_key)
-        t("effective_weight() cache hit (inference)", weighted.effective_weight)
-        t("F.conv2d(x 1×64×4×4, W, b, padding=1)", lambda: F.conv2d(x, w_eff, bias, 1, 1))
-        t(
-            "functional.weighted_conv(x, W, None, b, padding=1)",
-            lambda: weighted_conv(x, w_eff, None, bias, 1, 1),
-        )
-        t(
-            "functional.weighted_conv(x, W, Φ, b, padding=1)",
-            lambda: weighted_conv(x, w, phi, bias, 1, 1),
-        )
-        plain.eval()
-        tp, tw = pair(
-            "nn.Conv2d",
-            "WeightedConv2d",
-            "forward, eval + no_grad",
-            lambda: plain(x),
-            lambda: weighted(x),
-        )
-    rows.append(("  → inference overhead per call", f"{tw - tp:+.1f}"))
-    plain.train()
-    weighted.train()
-    pp, pw = list(plain.parameters()), list(weighted.parameters())
-
-    def step(layer, params):
-        def run():
-            for p in params:
-                p.grad = None
-            xg.grad = None
-            layer(xg).sum().backward()
-
-        return run
-
-    tp, tw = pair(
-        "nn.Conv2d", "WeightedConv2d", "train step (fwd + bwd)", step(plain, pp), step(weighted, pw)
-    )
-    rows.append(("  → training overhead per call", f"{tw - tp:+.1f}"))
-    return rows
-
-
-# ---------------------------------------------------------------------------------------
 # reporting
 # ---------------------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f}"
-
-
-def _load(m: Measured) -> str:
-    return "n/a" if m.foreign_cores is None else f"{m.foreign_cores:.2f}"
-
-
-def _stat_cells(m: Measured, target: float) -> list[str]:
+def _stat_cells(m: Measured, target: float | None) -> list[str]:
+    """Table cells of one row; no target: the A/A control (its verdict is the noise floor)."""
     st = m.stats
     return [
-        _ms(st.den_median_s),
-        _ms(st.num_median_s),
+        f"{st.den_median_s * 1e3:.2f}",
+        f"{st.num_median_s * 1e3:.2f}",
         f"{st.diff_median_s * 1e3:+.3f}",
         f"{st.median:.3f}",
         f"{st.q1:.3f}–{st.q3:.3f}",
         f"{st.min_ratio:.3f}",
-        _load(m),
-        f"≤ {target:.2f}",
-        verdict(st, target),
+        fmt_load(m.foreign_cores),
+        "—" if target is None else f"≤ {target:.2f}",
+        "noise floor" if target is None else verdict(st.median, st.q1, target),
     ]
 
 
 STAT_HEADERS = ["Δ ms", "ratio (median)", "IQR", "min/min", "other load", "target", "verdict"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Weighted/plain convolution overhead (DESIGN.md performance bar).",
-        epilog="Example: python benchmarks/layer_overhead.py --quick",
+def _row_json(fields: dict[str, Any], m: Measured, target: float | None) -> dict[str, Any]:
+    verdict_ = None if target is None else verdict(m.stats.median, m.stats.q1, target)
+    return (
+        fields
+        | m.stats.to_json()
+        | {
+            "foreign_cores": m.foreign_cores,
+            "target": target,
+            "verdict": verdict_,
+        }
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "layer_overhead",
+        __doc__,
+        [
+            "python -m benchmarks.layer_overhead             # ~4 min on 2 idle CPU cores",
+            "python -m benchmarks.layer_overhead --quick     # smoke test, seconds",
+            "python -m benchmarks.layer_overhead --markdown --only layers --cases 3-D",
+            "python -m benchmarks.layer_overhead --device cuda --repeats 50",
+        ],
     )
     parser.add_argument(
         "--repeats",
-        type=int,
-        default=None,
-        help="interleaved pairs per row (default 25; 3 with --quick)",
+        type=positive_int,
+        help="interleaved pairs per row (default 25; 2 with --quick)",
     )
-    parser.add_argument("--quick", action="store_true", help="few repeats, for smoke-testing")
     parser.add_argument(
-        "--markdown", action="store_true", help="emit Markdown tables (for docs/benchmarks.md)"
+        "--markdown", action="store_true", help="print Markdown tables (for docs/benchmarks.md)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument(
         "--only",
-        default="layers,nd,breakdown",
-        help="comma-separated parts to run: layers (N ≤ 3), nd (N = 4), breakdown "
-        "(default: all three)",
+        default="layers,nd",
+        help="comma-separated parts to run: layers (N ≤ 3), nd (N = 4) (default: both)",
     )
     parser.add_argument(
         "--wait-quiet",
@@ -440,115 +328,94 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TEXT",
         help="only the N ≤ 3 rows whose label or shape contains TEXT (e.g. 3-D, 128×64)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch.set_num_threads for the run (default: leave torch's default); 1 is less "
-        "sensitive to other jobs taking a core",
-    )
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be ≥ 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_threads(args)
     try:
         device = resolve_device(args.device)
     except ValueError as err:
         parser.error(str(err))
-    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 25)
-    if repeats < 1:
-        parser.error(f"--repeats must be ≥ 1, got {repeats}")
+    repeats = args.repeats or (2 if args.quick else 25)
     wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 10.0)
     if wait < 0:
         parser.error(f"--wait-quiet must be ≥ 0, got {wait}")
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
-    if not parts or parts - {"layers", "nd", "breakdown"}:
-        parser.error(
-            f"--only takes a comma-separated subset of layers,nd,breakdown; got {args.only!r}"
-        )
+    if not parts or parts - {"layers", "nd"}:
+        parser.error(f"--only takes a comma-separated subset of layers,nd; got {args.only!r}")
     selected = [c for c in CASES if args.cases in f"{c.label} {c.shape_str}"]
     if not selected:
         shapes = ", ".join(f"{c.label} {c.shape_str}" for c in CASES)
         parser.error(f"--cases {args.cases!r} matches no row; rows: {shapes}")
+    control = CONTROL
+    nd_shape = ND_SHAPE_QUICK if args.quick else ND_SHAPE
+    if args.quick:
+        selected = [c.shrunk() for c in selected]
+        control = control.shrunk()
     cfg = Settings(
         device,
         repeats,
         warmup=1 if args.quick else 3,
-        min_sample_s=0.02 if args.quick else 0.1,
+        min_sample_s=0.005 if args.quick else 0.1,
         wait_quiet_s=wait,
     )
-    md = args.markdown
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    def progress(msg: str) -> None:
-        print(f"  [{time.perf_counter() - t_start:5.0f} s] {msg}", file=sys.stderr, flush=True)
-
-    print(
-        "## Layer overhead: weighted / plain\n"
-        if md
-        else "ndwconv layer overhead: weighted / plain"
-    )
-    info = machine_info(device)
-    info["repeats"] = (
-        f"{repeats} interleaved pairs per row, warm-up {cfg.warmup}, "
-        f"≥ {cfg.min_sample_s * 1e3:.0f} ms per sample, wait for quiet ≤ {wait:.0f} s"
-    )
-    for line in header_lines(info, markdown=md):
-        print(line)
+    md = args.markdown
+    run = Run("layer_overhead", args, argv, device)
+    settings = {
+        "repeats": repeats,
+        "warmup": cfg.warmup,
+        "min_sample_s": cfg.min_sample_s,
+        "wait_quiet_s": wait,
+        "density": "Table.default()",
+    }
+    print("## Layer overhead: weighted / plain\n" if md else "Layer overhead: weighted / plain")
+    print(run.header(settings, md))
     print()
 
-    t_start = time.perf_counter()
-    rows, nd_rows = [], []
+    rows, nd_rows, results = [], [], []
     if "layers" in parts:
         for case in selected:
             res = measure_case(case, cfg)
             for mode, target in (("train", TARGET_TRAIN), ("infer", TARGET_INFER)):
-                rows.append(
-                    [
-                        case.label,
-                        case.shape_str,
-                        str(case.kernel),
-                        mode,
-                        *_stat_cells(res[mode], target),
-                    ]
-                )
-            progress(f"{case.label} {case.shape_str} k{case.kernel}")
+                cells = _stat_cells(res[mode], target)
+                rows.append([case.label, case.shape_str, str(case.kernel), mode, *cells])
+                fields = {"case": case.label, "shape": list(case.shape), "kernel": case.kernel}
+                results.append(_row_json(fields | {"mode": mode}, res[mode], target))
+            run.log(f"{case.label} {case.shape_str} k{case.kernel}")
         if not args.cases:
-            res = measure_case(CONTROL, cfg, control=True)
+            res = measure_case(control, cfg, control=True)
             for mode in ("train", "infer"):
-                cells = _stat_cells(res[mode], 1.0)
-                cells[-2:] = ["—", "noise floor"]
-                rows.append([CONTROL.label, CONTROL.shape_str, str(CONTROL.kernel), mode, *cells])
-            progress("A/A control")
+                cells = _stat_cells(res[mode], None)
+                rows.append([control.label, control.shape_str, str(control.kernel), mode, *cells])
+                fields = {"case": control.label, "shape": list(control.shape), "mode": mode}
+                results.append(_row_json(fields | {"kernel": control.kernel}, res[mode], None))
+            run.log("A/A control")
         title = (
             "N ≤ 3: WeightedConv{1,2,3}d vs nn.Conv{1,2,3}d with identical weights, "
             "density Table.default(), padding k//2"
         )
         print(f"### {title}\n" if md else title)
-        headers = [
-            "case",
-            "shape (B×C×spatial)",
-            "k",
-            "mode",
-            "plain ms",
-            "weighted ms",
-            *STAT_HEADERS,
-        ]
-        print(format_table(headers, rows, markdown=md))
+        headers = ["case", "shape (B×C×spatial)", "k", "mode", "plain ms", "weighted ms"]
+        print(format_table(headers + STAT_HEADERS, rows, markdown=md))
         print()
 
     if "nd" in parts:
-        nd = measure_nd(cfg)
-        progress("N = 4")
+        nd = measure_nd(nd_shape, cfg)
+        run.log("N = 4")
         for mode in ("infer", "train"):
             nd_rows.append([mode, *_stat_cells(nd[mode], TARGET_ND)])
-        shape = "×".join(map(str, ND_SHAPE))
+            fields = {"case": "N = 4 vs Σ conv3d", "shape": list(nd_shape), "mode": mode}
+            results.append(_row_json(fields | {"kernel": ND_KERNEL}, nd[mode], TARGET_ND))
+        shape = "×".join(map(str, nd_shape))
+        c = nd_shape[1]
         title = (
-            f"N = 4: WeightedConvNd(4, 8, 8, {ND_KERNEL}, padding={ND_KERNEL // 2}) on {shape} "
-            f"vs the sum of its {ND_KERNEL} constituent F.conv3d calls "
+            f"N = 4: WeightedConvNd(4, {c}, {c}, {ND_KERNEL}, padding={ND_KERNEL // 2}) on "
+            f"{shape} vs the sum of its {ND_KERNEL} constituent F.conv3d calls "
             "on pre-sliced contiguous inputs"
         )
         print(f"### {title}\n" if md else title)
@@ -556,25 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(headers, nd_rows, markdown=md))
         print()
 
-    if "breakdown" in parts:
-        bd = breakdown(device, args.quick)
-        progress("breakdown")
-        title = (
-            "Per-call overhead breakdown (µs per call, best of 7–9, 1 thread; "
-            "input 1×64×4×4, 64→64 k3)"
-        )
-        print(f"### {title}\n" if md else title)
-        print(format_table(["piece", "µs"], bd, markdown=md))
-        print()
-
-    all_rows = [r for r in rows + nd_rows if r[-1] != "noise floor"]
-    n_pass = sum(r[-1] == "PASS" for r in all_rows)
-    load_now = machine_info()["load average (1/5/15 min)"]
-    summary = (
-        f"{n_pass} of {len(all_rows)} rows PASS; wall time "
-        f"{time.perf_counter() - t_start:.0f} s; load average now {load_now}"
-    )
+    scored = [r for r in results if r["target"] is not None]
+    n_pass = sum(r["verdict"] == "PASS" for r in scored)
+    summary = f"{n_pass} of {len(scored)} rows PASS; {run.footer()}"
     print(f"_{summary}_" if md else summary)
+    run.write(settings, results)
     return 0
 
 

@@ -16,34 +16,26 @@ the same tile/ROI, overlap 0.25, Gaussian blending (MONAI ``mode="gaussian"``,
 
 Time (``--timing isolated``, the default): every run is a fresh interpreter that builds
 the model, warms it up on one tile batch and runs the case once; repeats alternate the
-order of the methods; ratio ours/MONAI per repeat, medians and quartiles
-(``benchmarks/_timing.py``). Forward hooks add up the seconds inside the network, so the
-report splits each method's time into the network and everything else. The network's
-own speed varies by a few per cent from one fresh process to the next, more than the whole
-difference between the tilers, so two more measurements separate the two: a recording
-predictor checks that both tilers hand the network identical batches in the same order
-(so the network's work is the same for both), and the *own-cost* runs time each tiler with
-an identity predictor instead of the network (``--own-repeats``, fresh processes,
-interleaved), from which the report estimates the ratio with the network time pooled over
-both methods. One long process
-(``--timing shared``: interleaved repeats there, the earlier method) let the network's
-speed depend on allocation history. Peak memory comes from the same fresh runs: each
-reports its kernel RSS high-water mark (``VmHWM``, reset after setup; NumPy and torch
-allocations alike, which tracemalloc would not see; not ``ru_maxrss``, which on Linux also
-counts the parent's RSS at fork), next to an idle subprocess that imported the same modules
-and built the same model. Agreement: the maximum absolute difference between the two
-in-memory outputs (MONAI floors the product of the Gaussian profiles at 1e-3, ours each
-profile, and it pads differently at borders, so this is reported, not asserted). The
+order of the methods; ratio ours/MONAI per repeat, medians and quartiles. Forward hooks
+add up the seconds inside the network, so the report splits each method's time into the
+network and everything else. The network's own speed varies by a few per cent from one
+fresh process to the next, more than the whole difference between the tilers, so two more
+measurements separate the two: a recording predictor checks that both tilers hand the
+network identical batches in the same order (so the network's work is the same for both),
+and the *own-cost* runs time each tiler with an identity predictor instead of the network
+(``--own-repeats``, fresh processes, interleaved), from which the report estimates the
+ratio with the network time pooled over both methods. In one long process (``--timing
+shared``) the network's speed depended on allocation history, so that mode is only the
+smoke test's (``--quick``) and an option.
+
+Peak memory comes from the same fresh runs: each reports its kernel RSS high-water mark
+(``VmHWM``, reset after setup; NumPy and torch allocations alike, which tracemalloc would
+not see; not ``ru_maxrss``, which on Linux also counts the parent's RSS at fork), next to
+an idle subprocess that imported the same modules and built the same model. The
 peak-memory table adds the smaller volume on HDF5, so that memory can be read against the
-volume's size for one storage.
-
-Usage::
-
-    python benchmarks/tiling.py --quick         # tile 32³, volumes 64³ and 96³, seconds
-    python benchmarks/tiling.py --repeats 5     # tile 64³, volumes 192³ and 384³
-    python benchmarks/tiling.py --timing shared # all timed runs in this process
-    python benchmarks/tiling.py --repeats 1 --threads 2 --json tiling.json
-    THP_MEM_ALLOC_ENABLE=1 python benchmarks/tiling.py --threads 2   # huge pages for both
+volume's size for one storage. Agreement: the maximum absolute difference between the two
+in-memory outputs (MONAI floors the product of the Gaussian profiles at 1e-3, ours each
+profile, and it pads differently at borders, so this is reported, not asserted).
 
 MONAI is needed for this benchmark only (``pip install monai``); it is not a dependency of
 ndwconv.
@@ -52,7 +44,6 @@ ndwconv.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -65,27 +56,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing
-
-from _timing import (
-    ForeignLoad,
-    format_table,
-    header_lines,
-    interleaved,
-    machine_info,
-    ratio_stats,
-    write_json,
-)
-
-import ndwconv
 from ndwconv.adapters.tiling import sliding_window, tile_starts
-from ndwconv.recipes.models import DnCNN
+from ndwconv.recipes.models import build_model
+
+from ._timing import (
+    ForeignLoad,
+    Run,
+    fmt_load,
+    format_table,
+    interleaved,
+    make_parser,
+    positive_int,
+    ratio_stats,
+    set_threads,
+)
 
 try:
     import monai
@@ -121,7 +112,7 @@ class Settings:
 
 def cases(quick: bool) -> list[Case]:
     if quick:
-        return [Case("in-memory", 64, "memory"), Case("HDF5", 96, "hdf5")]
+        return [Case("in-memory", 32, "memory"), Case("HDF5", 48, "hdf5")]
     return [Case("in-memory", 192, "memory"), Case("HDF5", 384, "hdf5")]
 
 
@@ -141,7 +132,7 @@ def n_tiles(size: int, tile: int) -> int:
 def make_model(s: Settings) -> torch.nn.Module:
     """The 3-D DnCNN, seeded so the subprocesses build the same weights."""
     torch.manual_seed(SEED)
-    return DnCNN(ndim=3, channels=1, depth=s.depth, width=s.width).eval()
+    return build_model("dncnn", ndim=3, channels=1, depth=s.depth, width=s.width).eval()
 
 
 def make_volume(size: int) -> np.ndarray:
@@ -342,7 +333,8 @@ def run_child(
     and method when there is a case."""
     cmd = [
         sys.executable,
-        os.path.abspath(__file__),
+        "-m",
+        __spec__.name,
         "--child",
         method,
         "--child-storage",
@@ -366,7 +358,8 @@ def run_child(
         cmd += ["--child-save", save]
     if predictor != "dncnn":
         cmd += ["--child-predictor", predictor]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    checkout = Path(__file__).resolve().parents[1]  # where ``-m benchmarks.tiling`` resolves
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=checkout)
     if proc.returncode != 0:
         raise RuntimeError(f"subprocess {method} failed:\n{proc.stderr}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -567,12 +560,8 @@ def network_inputs(case: Case, s: Settings, h5_path: str | None) -> dict[str, An
 # ---------------------------------------------------------------------------------------
 
 
-def _fmt_load(cores: float | None) -> str:
-    return "n/a" if cores is None else f"{cores:.2f}"
-
-
 def _json_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """A time or own-cost entry for ``--json``: its ratio statistics spelled out."""
+    """A time or own-cost entry for the JSON result: its ratio statistics spelled out."""
     st = entry["stats"]
     return {
         **{k: v for k, v in entry.items() if k != "stats"},
@@ -584,31 +573,43 @@ def _json_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tile 32³, volumes 64³ and 96³")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (3)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--tile", type=int, help="tile / ROI edge (64; 32 with --quick)")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (4)")
-    parser.add_argument("--depth", type=int, default=5, help="DnCNN depth (5)")
-    parser.add_argument("--width", type=int, default=16, help="DnCNN width (16)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "tiling",
+        __doc__,
+        [
+            "python -m benchmarks.tiling --quick         # tile 16³, volumes 32³ and 48³, seconds",
+            "python -m benchmarks.tiling --threads 2 --repeats 5   # ~40 min on 2 idle cores",
+            "python -m benchmarks.tiling --timing shared # all timed runs in this process",
+            "THP_MEM_ALLOC_ENABLE=1 python -m benchmarks.tiling --threads 2   # huge pages",
+        ],
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, help="interleaved repeats (3; 1 with --quick)"
+    )
+    parser.add_argument("--tile", type=positive_int, help="tile / ROI edge (64; 16 with --quick)")
+    parser.add_argument("--batch", type=positive_int, default=4, help="tiles per forward pass (4)")
+    parser.add_argument("--depth", type=int, default=5, help="DnCNN depth, ≥ 2 (5)")
+    parser.add_argument("--width", type=positive_int, default=16, help="DnCNN width (16)")
     parser.add_argument(
         "--timing",
         choices=("isolated", "shared"),
-        default="isolated",
         help="isolated (default): every timed run in its own fresh process, methods "
-        "interleaved, peak memory from the same runs; shared: interleaved repeats in this "
-        "process, then one fresh process per (method, case) for peak memory",
+        "interleaved, peak memory from the same runs; shared (default with --quick): "
+        "interleaved repeats in this process, then one fresh process per (method, case) for "
+        "peak memory",
     )
     parser.add_argument(
         "--own-repeats",
         type=int,
-        default=9,
-        help="interleaved repeats of the own-cost runs (identity predictor; 9, 0 to skip)",
+        help="interleaved repeats of the own-cost runs (identity predictor; 9, 0 with "
+        "--quick; 0 skips them)",
     )
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak-memory runs (always skipped with --quick)",
+    )
     # internal: one peak-memory subprocess
     parser.add_argument("--child", choices=("idle", *METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--child-storage", default="memory", help=argparse.SUPPRESS)
@@ -616,24 +617,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-h5", help=argparse.SUPPRESS)
     parser.add_argument("--child-save", help=argparse.SUPPRESS)
     parser.add_argument("--child-predictor", default="dncnn", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parsed arguments, with the defaults that depend on ``--quick`` filled in."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("repeats", "threads", "tile", "batch", "depth", "width"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be ≥ 1, got {value}")
-    if args.own_repeats < 0:
-        parser.error(f"--own-repeats must be ≥ 0, got {args.own_repeats}")
-    if args.depth is not None and args.depth < 2:
+    if args.depth < 2:
         parser.error(f"--depth must be ≥ 2, got {args.depth}")
+    if args.own_repeats is not None and args.own_repeats < 0:
+        parser.error(f"--own-repeats must be ≥ 0, got {args.own_repeats}")
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.tile = args.tile or (16 if args.quick else 64)
+    args.timing = args.timing or ("shared" if args.quick else "isolated")
+    if args.own_repeats is None:
+        args.own_repeats = 0 if args.quick else 9
+    args.no_memory = args.no_memory or args.quick
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     settings = Settings(
-        tile=args.tile or (32 if args.quick else 64),
+        tile=args.tile,
         batch=args.batch,
         depth=args.depth,
         width=args.width,
@@ -655,46 +663,39 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
 
-    info = machine_info(torch.device("cpu"))
-    info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    info["monai"] = monai.__version__
-    info["h5py"] = h5py.__version__
-    info["numpy"] = np.__version__
-    info["ndwconv"] = getattr(ndwconv, "__version__", "unknown")
-    info["model"] = (
-        f"DnCNN 3-D, depth {settings.depth}, width {settings.width}, batch norm, residual; "
-        "eval(), no_grad(), float32"
+    run = Run(
+        "tiling",
+        args,
+        argv,
+        torch.device("cpu"),
+        monai=monai.__version__,
+        h5py=h5py.__version__,
+        THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
     )
-    info["tiling"] = (
-        f"tile/ROI {settings.tile}³, overlap {OVERLAP}, Gaussian blend (σ = tile/8), "
-        f"{settings.batch} tiles per forward pass, CPU"
-    )
+    info: dict[str, Any] = {
+        "model": f"DnCNN 3-D, depth {settings.depth}, width {settings.width}, batch norm, "
+        "residual; eval(), no_grad(), float32",
+        "tiling": f"tile/ROI {settings.tile}³, overlap {OVERLAP}, Gaussian blend "
+        f"(σ = tile/8), {settings.batch} tiles per forward pass, CPU",
+        "timing": args.timing,
+        "repeats": args.repeats,
+        "own_repeats": args.own_repeats,
+        "HDF5": "contiguous float32 datasets in a temporary file (page cache warm after writing)",
+    }
     if args.timing == "isolated":
-        info["repeats"] = (
-            f"{args.repeats} interleaved repeats per case, every run in its own fresh "
-            "process (model built and warmed up on one tile batch there; the order of the "
-            "methods alternates between repeats)"
+        info["runs"] = (
+            "every run in its own fresh process (model built and warmed up on one tile batch "
+            "there; the order of the methods alternates between repeats)"
         )
     else:
-        info["repeats"] = (
-            f"{args.repeats} interleaved repeats per case in one process, no warm-up runs "
-            "(the model was warmed up on one tile batch)"
+        info["runs"] = (
+            "interleaved in one process, no warm-up runs (the model was warmed up on one tile "
+            "batch)"
         )
-    info["HDF5"] = "contiguous float32 datasets in a temporary file (page cache warm after writing)"
-    info["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset") + (
-        " (PyTorch backs large CPU tensors with transparent huge pages when 1)"
-    )
-    if args.quick:
-        info["note"] = "--quick: small volumes, a smoke test, not a measurement"
     print("## Sliding-window inference: ndwconv vs MONAI\n")
-    for line in header_lines(info, markdown=True):
-        print(line)
+    print(run.header(info, markdown=True))
     print()
-
-    t_start = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"  [{time.perf_counter() - t_start:5.0f} s] {message}", file=sys.stderr, flush=True)
+    log = run.log
 
     results = []
     memory: list[dict[str, Any]] = []
@@ -767,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{st.num_median_s:.2f}",
                 f"{st.den_median_s:.2f}",
                 f"{st.median:.3f} [{st.q1:.3f}, {st.q3:.3f}]",
-                _fmt_load(r["foreign_cores"]),
+                fmt_load(r["foreign_cores"]),
             ]
         )
     headers = ["case", "volume", "tiles", "ours s", "MONAI s", "ours/MONAI", "foreign cores"]
@@ -831,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{st.den_median_s:.3f}",
                     f"{st.median:.3f} [{st.q1:.3f}, {st.q3:.3f}]",
                     pooled,
-                    _fmt_load(o["foreign_cores"]),
+                    fmt_load(o["foreign_cores"]),
                 ]
             )
         headers = ["case", "volume", "ours s", "MONAI s", "ours/MONAI", "with the network"]
@@ -914,23 +915,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print()
-    wall = time.perf_counter() - t_start
-    load_now = machine_info()["load average (1/5/15 min)"]
-    print(f"_wall time {wall:.0f} s; load average now {load_now}_")
-
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "info": info,
-                "argv": sys.argv[1:] if argv is None else argv,
-                "time": [_json_entry(r) for r in results],
-                "memory": memory,
-                "network_inputs": inputs,
-                "own_cost": [_json_entry(o) for o in own],
-                "wall_s": wall,
-            },
-        )
+    print(f"_{run.footer()}_")
+    run.write(
+        info,
+        {
+            "time": [_json_entry(r) for r in results],
+            "memory": memory,
+            "network_inputs": inputs,
+            "own_cost": [_json_entry(o) for o in own],
+        },
+    )
     return 0
 
 

@@ -5,10 +5,10 @@ recipes sees: patches per second through a full training step of DnCNN and NAFNe
 
 For every model configuration below, the *standard* network is built under a fixed seed
 (``recipes.models.build_model``) and its *weighted* twin is
-``ndwconv.convert(standard, "default", where=odd_kernel_convs)`` — a converted deep copy
+``ndwconv.convert(standard, "default", where=odd_kernels)`` — a converted deep copy
 with the same initial weights (NAFNet's 1×1 and 2×2 convolutions stay plain, as in the
 recipes). Each network gets its own Adam optimizer, a fixed random input batch and a fixed
-random target, and one *training step* is exactly what ``recipes/train.py`` does per
+random target, and one *training step* is what the recipes' trainer does per
 batch (fp32, no gradient clipping, no schedule):
 
     output = model(inputs); loss = F.mse_loss(output, target)
@@ -20,63 +20,51 @@ an ``nn.ConvNd``), so folded inference is identical to standard inference by
 construction and is not timed; the inference rows measure the *unfolded* weighted
 network, which serves W ⊙ Φ from its cache.
 
-Timing is ``benchmarks/_timing.py``'s: the standard network, the weighted one and an
-A/A control (a deep copy of the standard network with its own optimizer) are timed in
-turn, the order rotating from repeat to repeat (S W C, W C S, C S W, …) so that drift hits
-all alike; after a warm-up (which also creates Adam's state). Each repeat gives one
-per-pair ratio against the standard network. The table reports patches/s from the median
-time of each side, the median throughput ratio weighted/standard (> 1: weighted faster)
-with its interquartile range, the median time ratio (its inverse per pair; < 1: weighted
-faster), and the cores that *other* processes kept busy meanwhile. The A/A row's distance
-from 1.000 and its IQR are the noise floor: a weighted ratio inside it is no evidence of
-a difference.
+Timing: the standard network, the weighted one and an A/A control (a deep copy of the
+standard network with its own optimizer) are timed in turn, the order rotating from repeat
+to repeat (S W C, W C S, C S W, …) so that drift hits all alike; after a warm-up (which
+also creates Adam's state). Each repeat gives one per-pair ratio against the standard
+network. The table reports patches/s from the median time of each side, the median
+throughput ratio weighted/standard (> 1: weighted faster) with its interquartile range,
+the median time ratio (its inverse per pair; < 1: weighted faster), and the cores that
+*other* processes kept busy meanwhile. The A/A row's distance from 1.000 and its IQR are
+the noise floor: a weighted ratio inside it is no evidence of a difference.
 
-Usage::
-
-    python benchmarks/train_throughput.py        # CPU, 20 repeats: ~3 min on 2 idle cores
-    python benchmarks/train_throughput.py --quick --repeats 3    # smoke test: tiny, 1 thread
-    python benchmarks/train_throughput.py --device cuda --full   # GPU, adds NAFNet width 32
-    python benchmarks/train_throughput.py --json results.json    # also write the results
-
-The script only prints (and writes ``--json``); it never asserts a time. Measure on an idle
-machine: with torch's default threads (one per core), another job holding a core stalls
-every step at thread barriers (10-100× on tiny shapes here), whichever network it is.
+Measure on an idle machine: with torch's default threads (one per core), another job
+holding a core stalls every step at thread barriers (10-100× on tiny shapes), whichever
+network it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
-import os
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing
+import ndwconv
+from ndwconv.recipes.models import build_model, count_parameters
 
-from _timing import (
+from ._timing import (
     ForeignLoad,
     RatioStats,
+    Run,
+    fmt_load,
     format_table,
-    header_lines,
     interleaved,
-    machine_info,
+    make_parser,
+    positive_int,
     ratio_stats,
     resolve_device,
+    set_threads,
     synchronizer,
     wait_for_quiet,
-    write_json,
 )
-
-import ndwconv
-from ndwconv.recipes.models import build_model, count_parameters, odd_kernel_convs
 
 # ---------------------------------------------------------------------------------------
 # model configurations
@@ -154,7 +142,7 @@ CONFIGS = [
 
 
 def train_step(model: nn.Module, inputs: Tensor, target: Tensor) -> Callable[[], None]:
-    """One training step as ``recipes/train.py`` takes it (MSE loss, Adam)."""
+    """One training step as the recipes' trainer takes it (MSE loss, Adam)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def run() -> None:
@@ -206,15 +194,19 @@ class Row:
     samples_s: dict[str, list[float]]
 
 
+def odd_kernels(name: str, conv: nn.Module) -> bool:
+    """``where=`` selector for ``ndwconv.convert``: convolutions a ``Table`` density fits
+    (every kernel size odd; ``convert`` itself leaves 1×1 kernels alone)."""
+    return all(k % 2 == 1 for k in conv.kernel_size)
+
+
 def build_pair(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module, int]:
     """Standard network (seed 0) and its weighted twin; also the number of converted convs."""
     torch.manual_seed(0)
     standard = build_model(cfg.model, **cfg.kwargs).to(device)
     if device.type == "cuda":  # the trainer's default on CUDA (train.channels_last)
         standard = standard.to(memory_format=torch.channels_last)
-    weighted, report = ndwconv.convert(
-        standard, "default", where=odd_kernel_convs, return_report=True
-    )
+    weighted, report = ndwconv.convert(standard, "default", where=odd_kernels, return_report=True)
     return standard, weighted, len(report.replaced)
 
 
@@ -280,10 +272,6 @@ def measure(cfg: Config, settings: Settings) -> tuple[list[Row], dict[str, Any]]
 # ---------------------------------------------------------------------------------------
 
 
-def _stats_json(st: RatioStats) -> dict[str, Any]:
-    return {k: v for k, v in asdict(st).items() if k != "ratios"} | {"ratios": st.ratios}
-
-
 def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
@@ -300,7 +288,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                 f"{thr.q1:.3f}–{thr.q3:.3f}",
                 f"{tim.median:.3f}",
                 f"{tim.q1:.3f}–{tim.q3:.3f}",
-                "n/a" if r.foreign_cores is None else f"{r.foreign_cores:.2f}",
+                fmt_load(r.foreign_cores),
             ]
         )
     return out
@@ -321,33 +309,28 @@ HEADERS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Training/inference throughput (patches/s) of DnCNN and NAFNet, "
-        "weighted vs standard.",
-        epilog="Example: python benchmarks/train_throughput.py --quick --repeats 3",
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "train_throughput",
+        __doc__,
+        [
+            "python -m benchmarks.train_throughput           # CPU, ~3 min on 2 idle cores",
+            "python -m benchmarks.train_throughput --quick   # smoke test: tiny, 1 thread",
+            "python -m benchmarks.train_throughput --device cuda --full  # adds NAFNet width 32",
+        ],
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved repeats (default 20; 3 with --quick)"
+        "--repeats", type=positive_int, help="interleaved repeats (default 20; 3 with --quick)"
     )
     parser.add_argument(
         "--warmup",
-        type=int,
-        default=None,
+        type=positive_int,
         help="untimed calls per candidate before timing (default 3; 1 with --quick); the "
         "first training step also creates Adam's state",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny shapes (batch 2, 16×16)")
     parser.add_argument(
         "--full", action="store_true", help="also NAFNet width 32, the paper's default (GPU)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch.set_num_threads (default: torch's own; 1 with --quick, so that a smoke "
-        "run on a busy machine is not stalled at thread barriers)",
     )
     parser.add_argument(
         "--wait-quiet",
@@ -357,25 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         help="before each table block wait up to S s for other processes to use < 0.25 cores "
         "(default 10; 0 with --quick)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    args = parser.parse_args(argv)
+    return parser
 
-    threads = args.threads if args.threads is not None else (1 if args.quick else None)
-    if threads is not None:
-        if threads < 1:
-            parser.error(f"--threads must be ≥ 1, got {threads}")
-        torch.set_num_threads(threads)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_threads(args)
     try:
         device = resolve_device(args.device)
     except ValueError as err:
         parser.error(str(err))
-    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 20)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    repeats = args.repeats or (3 if args.quick else 20)
+    warmup = args.warmup or (1 if args.quick else 3)
     wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 10.0)
-    if repeats < 1:
-        parser.error(f"--repeats must be ≥ 1, got {repeats}")
-    if warmup < 0:
-        parser.error(f"--warmup must be ≥ 0, got {warmup}")
     if wait < 0:
         parser.error(f"--wait-quiet must be ≥ 0, got {wait}")
     if device.type == "cuda":
@@ -390,29 +368,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     configs = [c for c in CONFIGS if args.full or not c.full_only]
 
-    info = machine_info(device)
-    info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    info["repeats"] = (
-        f"{repeats} interleaved repeats (standard, weighted, A/A copy), warm-up {warmup}, "
-        f"≥ {settings.min_sample_s * 1e3:.0f} ms per sample, wait for quiet ≤ {wait:.0f} s"
-    )
-    if args.quick:
-        info["note"] = "--quick: tiny shapes (batch 2, 16×16), not a measurement"
+    run = Run("train_throughput", args, argv, device)
+    header = {
+        "repeats": repeats,
+        "warmup": warmup,
+        "min_sample_s": settings.min_sample_s,
+        "wait_quiet_s": wait,
+        "candidates": "standard, weighted, A/A copy of standard (interleaved)",
+    }
     print("## Training throughput: weighted vs standard networks\n")
-    for line in header_lines(info, markdown=True):
-        print(line)
+    print(run.header(header, markdown=True))
     print()
 
-    t_start = time.perf_counter()
     rows: list[Row] = []
     models_info = []
     for cfg in configs:
         cfg_rows, cfg_info = measure(cfg, settings)
         rows += cfg_rows
         models_info.append(cfg_info)
-        print(
-            f"  [{time.perf_counter() - t_start:5.0f} s] {cfg.label}", file=sys.stderr, flush=True
-        )
+        run.log(cfg.label)
 
     print("### Models\n")
     print(
@@ -445,35 +419,28 @@ def main(argv: list[str] | None = None) -> int:
         "baked into the weights: identical to the standard network by construction, so it "
         "is not timed.\n"
     )
-    wall = time.perf_counter() - t_start
-    load_now = machine_info()["load average (1/5/15 min)"]
-    print(f"_wall time {wall:.0f} s; load average now {load_now}_")
-
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "info": info,
-                "argv": sys.argv[1:] if argv is None else argv,
-                "models": models_info,
-                "rows": [
-                    {
-                        "model": r.model,
-                        "mode": r.mode,
-                        "pair": r.pair,
-                        "shape": list(r.shape),
-                        "standard_patches_per_s": r.standard_patches_per_s,
-                        "candidate_patches_per_s": r.candidate_patches_per_s,
-                        "throughput_ratio": _stats_json(r.throughput_ratio),
-                        "time_ratio": _stats_json(r.time_ratio),
-                        "foreign_cores": r.foreign_cores,
-                        "samples_s": r.samples_s,
-                    }
-                    for r in rows
-                ],
-                "wall_s": wall,
-            },
-        )
+    print(f"_{run.footer()}_")
+    run.write(
+        header,
+        {
+            "models": models_info,
+            "rows": [
+                {
+                    "model": r.model,
+                    "mode": r.mode,
+                    "pair": r.pair,
+                    "shape": list(r.shape),
+                    "standard_patches_per_s": r.standard_patches_per_s,
+                    "candidate_patches_per_s": r.candidate_patches_per_s,
+                    "throughput_ratio": r.throughput_ratio.to_json(),
+                    "time_ratio": r.time_ratio.to_json(),
+                    "foreign_cores": r.foreign_cores,
+                    "samples_s": r.samples_s,
+                }
+                for r in rows
+            ],
+        },
+    )
     return 0
 
 
