@@ -5,9 +5,9 @@ recipes sees: patches per second through a full training step of DnCNN and NAFNe
 
 For every model configuration below, the *standard* network is built under a fixed seed
 (``recipes.models.build_model``) and its *weighted* twin is
-``ndwconv.convert(standard, "default", where=odd_kernels)`` — a converted deep copy
-with the same initial weights (NAFNet's 1×1 and 2×2 convolutions stay plain, as in the
-recipes). Each network gets its own Adam optimizer, a fixed random input batch and a fixed
+``ndwconv.convert(standard, "default")`` — a converted deep copy with the same initial
+weights (NAFNet's 1×1 and 2×2 convolutions stay plain: ``convert`` skips kernels the
+density cannot describe, as the recipes do). Each network gets its own Adam optimizer, a fixed random input batch and a fixed
 random target, and one *training step* is what the recipes' trainer does per
 batch (fp32, no gradient clipping, no schedule):
 
@@ -194,19 +194,13 @@ class Row:
     samples_s: dict[str, list[float]]
 
 
-def odd_kernels(name: str, conv: nn.Module) -> bool:
-    """``where=`` selector for ``ndwconv.convert``: convolutions a ``Table`` density fits
-    (every kernel size odd; ``convert`` itself leaves 1×1 kernels alone)."""
-    return all(k % 2 == 1 for k in conv.kernel_size)
-
-
 def build_pair(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module, int]:
     """Standard network (seed 0) and its weighted twin; also the number of converted convs."""
     torch.manual_seed(0)
     standard = build_model(cfg.model, **cfg.kwargs).to(device)
     if device.type == "cuda":  # the trainer's default on CUDA (train.channels_last)
         standard = standard.to(memory_format=torch.channels_last)
-    weighted, report = ndwconv.convert(standard, "default", where=odd_kernels, return_report=True)
+    weighted, report = ndwconv.convert(standard, "default", return_report=True)
     return standard, weighted, len(report.replaced)
 
 
