@@ -7,9 +7,9 @@ For every model configuration below, the *standard* network is built under a fix
 (``recipes.models.build_model``) and its *weighted* twin is
 ``ndwconv.convert(standard, "default")`` — a converted deep copy with the same initial
 weights (NAFNet's 1×1 and 2×2 convolutions stay plain: ``convert`` skips kernels the
-density cannot describe, as the recipes do). Each network gets its own Adam optimizer, a fixed random input batch and a fixed
-random target, and one *training step* is what the recipes' trainer does per
-batch (fp32, no gradient clipping, no schedule):
+density cannot describe, as the recipes do). Each network gets its own Adam optimizer,
+a fixed random input batch and a fixed random target, and one *training step* is what
+the recipes' trainer does per batch (fp32, no gradient clipping, no schedule):
 
     output = model(inputs); loss = F.mse_loss(output, target)
     optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step()
