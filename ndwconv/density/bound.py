@@ -36,7 +36,23 @@ def _validate_phi(phi: Tensor, kernel_size: tuple[int, ...], family: Density) ->
         )
 
 
-class FixedPhi(nn.Module):
+class _BoundPhi(nn.Module):
+    """What every bound density records: its family, kernel shape and dilation."""
+
+    def __init__(self, family: Density, kernel_size: Sequence[int],
+                 dilation: Sequence[int] | None) -> None:
+        super().__init__()
+        self.family = family
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.dilation = as_tuple(dilation, len(self.kernel_size))
+
+    @staticmethod
+    def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
+        """``dtype`` when it is a floating type, else torch's default floating type."""
+        return dtype if dtype is not None and dtype.is_floating_point else torch.get_default_dtype()
+
+
+class FixedPhi(_BoundPhi):
     """Φ of a fixed family for one kernel shape, stored once per device/dtype.
 
     Φ lives in a non-persistent buffer: it follows ``.to()``/``.half()`` with the layer and
@@ -55,17 +71,12 @@ class FixedPhi(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ):
-        super().__init__()
-        self.family = family
-        self.kernel_size = tuple(int(k) for k in kernel_size)
-        self.dilation = as_tuple(dilation, len(self.kernel_size))
+        super().__init__(family, kernel_size, dilation)
         with torch.device("cpu"):  # Φ is built on the CPU in float64, whatever the default device
             master = family.build(self.kernel_size, self.dilation).to(torch.float64)
         _validate_phi(master, self.kernel_size, family)
         self._master = master
-        dtype = (
-            dtype if dtype is not None and dtype.is_floating_point else torch.get_default_dtype()
-        )
+        dtype = self._float_dtype(dtype)
         self.register_buffer("phi", master.to(device=device, dtype=dtype), persistent=False)
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
@@ -86,7 +97,7 @@ class FixedPhi(nn.Module):
         return f"{self.family!s}, kernel_size={self.kernel_size}"
 
 
-class LearnedPhi(nn.Module):
+class LearnedPhi(_BoundPhi):
     """Trainable symmetric per-axis profiles for one kernel shape (``Learned`` bound).
 
     Parameters ``log_half.{axis}`` hold the logs of the ``k // 2`` outer values of each
@@ -102,14 +113,9 @@ class LearnedPhi(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ):
-        super().__init__()
-        self.family = family
-        self.kernel_size = tuple(int(k) for k in kernel_size)
-        self.dilation = as_tuple(dilation, len(self.kernel_size))
+        super().__init__(family, kernel_size, dilation)
         ndim = len(self.kernel_size)
-        dtype = (
-            dtype if dtype is not None and dtype.is_floating_point else torch.get_default_dtype()
-        )
+        dtype = self._float_dtype(dtype)
         params = []
         for axis, size in enumerate(self.kernel_size):
             if size % 2 == 0:
