@@ -4,10 +4,10 @@ those (``ndwconv.recipes.engine.task``)."""
 
 from .checkpoint import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
 from .compare import check_fit, compare, format_table, report_markdown, verdict
-from .config import builtin_configs, check_section, load_config
+from .config import builtin_configs, check_section, load_config, validate
 from .distributed import resolve_device
 from .task import LOSSES, METHODS, Metric, Task, loss_by_name
-from .trainer import FreezeDensities, Hook, Run, TrainResult, fit, validate
+from .trainer import FreezeDensities, Hook, Run, TrainResult, fit
 
 __all__ = [
     "CHECKPOINT_FORMAT",

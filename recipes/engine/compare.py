@@ -29,9 +29,10 @@ import torch
 import ndwconv
 from ndwconv.adapters.atomic import atomic_write, write_json
 
+from .config import validate
 from .distributed import resolve_device
 from .task import METHODS, Metric
-from .trainer import fit, validate
+from .trainer import fit
 
 __all__ = [
     "RESULTS_FORMAT",

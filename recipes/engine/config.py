@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -37,7 +38,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["BUILTIN", "apply_overrides", "builtin_configs", "load_config", "parse_override"]
+__all__ = [
+    "BUILTIN",
+    "apply_overrides",
+    "builtin_configs",
+    "check_section",
+    "load_config",
+    "parse_override",
+    "validate",
+]
 
 BUILTIN = "ndwconv.recipes.configs"
 """Package holding the built-in ``*.toml`` configurations."""
@@ -121,7 +130,7 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     """Read a configuration (built-in name or TOML path) and apply overrides.
 
     The result records where it came from under the ``"source"`` key. It is not validated
-    here: the trainer validates its tables (``ndwconv.recipes.engine.trainer.validate``),
+    here: the trainer validates its tables (``validate`` below),
     each task its own.
     """
     data, source = _read(name_or_path)
@@ -153,3 +162,123 @@ def check_section(
             names = " or ".join(t.__name__ for t in allowed)
             raise ValueError(f"config key {section}.{key} must be {names}, got {value!r}")
     return dict(values)
+
+
+# The trainer's tables: [train], [optim], [schedule]
+
+TRAIN_SCHEMA: dict[str, Any] = {
+    "steps": int,
+    "batch_size": int,
+    "seed": int,
+    "loss": str,
+    "grad_clip": float,
+    "log_every": int,
+    "eval_every": int,
+    "checkpoint_every": int,
+    "keep_checkpoints": int,
+    "device": str,
+    "threads": int,
+    "workers": int,
+    "amp": bool,
+    "channels_last": bool,
+    "sync_bn": bool,
+}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 1000,
+    "batch_size": 16,
+    "seed": 0,
+    "grad_clip": 0.0,
+    "log_every": 10,
+    "eval_every": 0,
+    "checkpoint_every": 0,
+    "keep_checkpoints": 2,
+    "device": "auto",
+    "threads": 0,
+    "workers": 0,
+    "amp": True,
+    "channels_last": True,
+    "sync_bn": True,
+}
+OPTIM_SCHEMA: dict[str, Any] = {
+    "name": str,
+    "lr": float,
+    "weight_decay": float,
+    "betas": list,
+    "eps": float,
+    "momentum": float,
+    "nesterov": bool,
+    "density_lr": float,
+}
+OPTIM_DEFAULTS: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+SCHEDULE_SCHEMA: dict[str, Any] = {
+    "name": str,
+    "milestones": list,
+    "gamma": float,
+    "min_lr": float,
+}
+SCHEDULE_DEFAULTS: dict[str, Any] = {"name": "constant", "gamma": 0.1, "min_lr": 0.0}
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "multistep")
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``train``, ``optim`` and ``schedule`` tables with defaults filled in, checked.
+
+    Raises:
+        ValueError: an unknown key, a value of the wrong type or out of range (named).
+    """
+    train = {**TRAIN_DEFAULTS, **check_section(config, "train", TRAIN_SCHEMA)}
+    optim = {**OPTIM_DEFAULTS, **check_section(config, "optim", OPTIM_SCHEMA)}
+    schedule = {**SCHEDULE_DEFAULTS, **check_section(config, "schedule", SCHEDULE_SCHEMA)}
+    for key in ("steps", "batch_size"):
+        if train[key] < 1:
+            raise ValueError(f"train.{key} must be ≥ 1, got {train[key]}")
+    for key in ("log_every", "eval_every", "checkpoint_every", "threads", "workers", "seed"):
+        if train[key] < 0:
+            raise ValueError(f"train.{key} must be ≥ 0, got {train[key]}")
+    if train["keep_checkpoints"] < 1:
+        raise ValueError(f"train.keep_checkpoints must be ≥ 1, got {train['keep_checkpoints']}")
+    if not (train["grad_clip"] >= 0 and math.isfinite(train["grad_clip"])):
+        raise ValueError(f"train.grad_clip must be ≥ 0 (0: off), got {train['grad_clip']}")
+    optim["name"] = optim["name"].lower()
+    if optim["name"] not in OPTIMIZERS:
+        raise ValueError(
+            f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {optim['name']!r}"
+        )
+    if not (optim["lr"] > 0 and math.isfinite(optim["lr"])):
+        raise ValueError(f"optim.lr must be a positive number, got {optim['lr']}")
+    if optim["weight_decay"] < 0:
+        raise ValueError(f"optim.weight_decay must be ≥ 0, got {optim['weight_decay']}")
+    if "betas" in optim and (
+        len(optim["betas"]) != 2
+        or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+            for b in optim["betas"]
+        )
+    ):
+        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {optim['betas']}")
+    if optim["name"] != "sgd" and ("momentum" in optim or "nesterov" in optim):
+        raise ValueError("optim.momentum and optim.nesterov apply to optim.name = 'sgd' only")
+    if optim["name"] == "sgd" and "betas" in optim:
+        raise ValueError("optim.betas applies to adam and adamw, not sgd")
+    for key, low in (("eps", 0.0), ("momentum", 0.0), ("density_lr", 0.0)):
+        if key in optim and not (optim[key] >= low and math.isfinite(optim[key])):
+            raise ValueError(f"optim.{key} must be a finite number ≥ {low:g}, got {optim[key]}")
+    if not (schedule["min_lr"] >= 0 and math.isfinite(schedule["min_lr"])):
+        raise ValueError(f"schedule.min_lr must be ≥ 0, got {schedule['min_lr']}")
+    if not (schedule["gamma"] > 0 and math.isfinite(schedule["gamma"])):
+        raise ValueError(f"schedule.gamma must be a positive number, got {schedule['gamma']}")
+    schedule["name"] = schedule["name"].lower()
+    if schedule["name"] not in SCHEDULES:
+        raise ValueError(
+            f"schedule.name must be one of {', '.join(SCHEDULES)}, got {schedule['name']!r}"
+        )
+    if schedule["name"] == "multistep":
+        milestones = schedule.get("milestones")
+        if not milestones or not all(isinstance(m, int) and m > 0 for m in milestones):
+            raise ValueError(
+                "schedule.milestones must be a non-empty list of positive step numbers "
+                f"for schedule.name = 'multistep', got {milestones!r}"
+            )
+    return {"train": train, "optim": optim, "schedule": schedule}

@@ -63,9 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import signal
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -87,9 +85,10 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import check_section
+from .config import validate
 from .distributed import Distribution, distribution, resolve_device
 from .log import append_log, plot_curves, truncate_log
+from .signals import StopRequest
 from .streams import step_seed
 from .task import Task
 
@@ -100,63 +99,7 @@ __all__ = [
     "TrainResult",
     "fit",
     "step_indices",
-    "validate",
 ]
-
-TRAIN_SCHEMA: dict[str, Any] = {
-    "steps": int,
-    "batch_size": int,
-    "seed": int,
-    "loss": str,
-    "grad_clip": float,
-    "log_every": int,
-    "eval_every": int,
-    "checkpoint_every": int,
-    "keep_checkpoints": int,
-    "device": str,
-    "threads": int,
-    "workers": int,
-    "amp": bool,
-    "channels_last": bool,
-    "sync_bn": bool,
-}
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 1000,
-    "batch_size": 16,
-    "seed": 0,
-    "grad_clip": 0.0,
-    "log_every": 10,
-    "eval_every": 0,
-    "checkpoint_every": 0,
-    "keep_checkpoints": 2,
-    "device": "auto",
-    "threads": 0,
-    "workers": 0,
-    "amp": True,
-    "channels_last": True,
-    "sync_bn": True,
-}
-OPTIM_SCHEMA: dict[str, Any] = {
-    "name": str,
-    "lr": float,
-    "weight_decay": float,
-    "betas": list,
-    "eps": float,
-    "momentum": float,
-    "nesterov": bool,
-    "density_lr": float,
-}
-OPTIM_DEFAULTS: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
-SCHEDULE_SCHEMA: dict[str, Any] = {
-    "name": str,
-    "milestones": list,
-    "gamma": float,
-    "min_lr": float,
-}
-SCHEDULE_DEFAULTS: dict[str, Any] = {"name": "constant", "gamma": 0.1, "min_lr": 0.0}
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "multistep")
 
 # Keys that may differ between a run and its resumption: they do not change the result.
 _RESUMABLE = {
@@ -197,73 +140,6 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     checkpoint: Path | None
-
-
-# ---------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------
-
-
-def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``train``, ``optim`` and ``schedule`` tables with defaults filled in, checked.
-
-    Raises:
-        ValueError: an unknown key, a value of the wrong type or out of range (named).
-    """
-    train = {**TRAIN_DEFAULTS, **check_section(config, "train", TRAIN_SCHEMA)}
-    optim = {**OPTIM_DEFAULTS, **check_section(config, "optim", OPTIM_SCHEMA)}
-    schedule = {**SCHEDULE_DEFAULTS, **check_section(config, "schedule", SCHEDULE_SCHEMA)}
-    for key in ("steps", "batch_size"):
-        if train[key] < 1:
-            raise ValueError(f"train.{key} must be ≥ 1, got {train[key]}")
-    for key in ("log_every", "eval_every", "checkpoint_every", "threads", "workers", "seed"):
-        if train[key] < 0:
-            raise ValueError(f"train.{key} must be ≥ 0, got {train[key]}")
-    if train["keep_checkpoints"] < 1:
-        raise ValueError(f"train.keep_checkpoints must be ≥ 1, got {train['keep_checkpoints']}")
-    if not (train["grad_clip"] >= 0 and math.isfinite(train["grad_clip"])):
-        raise ValueError(f"train.grad_clip must be ≥ 0 (0: off), got {train['grad_clip']}")
-    optim["name"] = optim["name"].lower()
-    if optim["name"] not in OPTIMIZERS:
-        raise ValueError(
-            f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {optim['name']!r}"
-        )
-    if not (optim["lr"] > 0 and math.isfinite(optim["lr"])):
-        raise ValueError(f"optim.lr must be a positive number, got {optim['lr']}")
-    if optim["weight_decay"] < 0:
-        raise ValueError(f"optim.weight_decay must be ≥ 0, got {optim['weight_decay']}")
-    if "betas" in optim and (
-        len(optim["betas"]) != 2
-        or not all(
-            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
-            for b in optim["betas"]
-        )
-    ):
-        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {optim['betas']}")
-    if optim["name"] != "sgd" and ("momentum" in optim or "nesterov" in optim):
-        raise ValueError("optim.momentum and optim.nesterov apply to optim.name = 'sgd' only")
-    if optim["name"] == "sgd" and "betas" in optim:
-        raise ValueError("optim.betas applies to adam and adamw, not sgd")
-    for key, low in (("eps", 0.0), ("momentum", 0.0), ("density_lr", 0.0)):
-        if key in optim and not (optim[key] >= low and math.isfinite(optim[key])):
-            raise ValueError(f"optim.{key} must be a finite number ≥ {low:g}, got {optim[key]}")
-    if not (schedule["min_lr"] >= 0 and math.isfinite(schedule["min_lr"])):
-        raise ValueError(f"schedule.min_lr must be ≥ 0, got {schedule['min_lr']}")
-    if not (schedule["gamma"] > 0 and math.isfinite(schedule["gamma"])):
-        raise ValueError(f"schedule.gamma must be a positive number, got {schedule['gamma']}")
-    schedule["name"] = schedule["name"].lower()
-    if schedule["name"] not in SCHEDULES:
-        raise ValueError(
-            f"schedule.name must be one of {', '.join(SCHEDULES)}, got {schedule['name']!r}"
-        )
-    if schedule["name"] == "multistep":
-        milestones = schedule.get("milestones")
-        if not milestones or not all(isinstance(m, int) and m > 0 for m in milestones):
-            raise ValueError(
-                "schedule.milestones must be a non-empty list of positive step numbers "
-                f"for schedule.name = 'multistep', got {milestones!r}"
-            )
-    return {"train": train, "optim": optim, "schedule": schedule}
 
 
 def step_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> range:
@@ -497,7 +373,7 @@ def fit(
     Args:
         task: the model, data, loss and evaluation (see ``Task``).
         config: a recipe configuration; its ``train``/``optim``/``schedule`` tables are
-            read here (see ``validate`` for keys and defaults).
+            read here (see ``ndwconv.recipes.engine.config.validate`` for keys and defaults).
         out_dir: output folder (created): ``checkpoints/``, ``metrics.jsonl``, ``curves.png``.
         resume: continue from the newest checkpoint in ``out_dir`` (an error if there is
             none, or if its task, data, model or training settings differ).
@@ -641,7 +517,7 @@ def _fit(
         return metrics
 
     model.train()
-    stop = _StopRequest()
+    stop = StopRequest()
     step, last_saved, consistent = start, (start if resume else -1), True
     bar = tqdm(
         total=steps,
@@ -749,29 +625,3 @@ def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[st
     are rebuilt from the configuration instead.
     """
     return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
-
-
-class _StopRequest:
-    """Turn Ctrl-C and SIGTERM into a request to stop after the current training step.
-
-    A second signal of either kind stops at once (``KeyboardInterrupt``); the checkpoint
-    on exit is then skipped if the step was half done. Outside the main thread, where
-    handlers cannot be installed, signals keep their usual effect.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()

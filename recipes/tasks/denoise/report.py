@@ -12,7 +12,7 @@ import numpy as np
 from ndwconv.adapters.atomic import atomic_write
 
 from ...engine.compare import plot_validation_curves
-from ...engine.trainer import validate
+from ...engine.config import validate
 from . import metrics
 from .config import is_volume_config
 
