@@ -200,10 +200,14 @@ def test_odd_kernel_convs():
     assert not odd_kernel_convs("a", nn.ReLU())
 
 
-def test_nafnet_needs_the_selector_for_table_densities():
+def test_nafnet_2x2_downsampling_is_skipped_by_convert_and_refused_when_strict():
     net = NAFNet(channels=1, **SMALL_NAFNET)
+    _, report = ndwconv.convert(net, "default", return_report=True)
+    downs = [r for r in report.skipped if r.name.startswith("downs")]
+    assert [r.kernel_size for r in downs] == [(2, 2)] * len(net.downs) and downs
+    assert all("cannot describe" in r.reason for r in downs)
     with pytest.raises(ValueError, match="downs"):
-        ndwconv.convert(net, "default")
+        ndwconv.convert(net, "default", strict=True)
 
 
 def test_nafnet_converts_intro_ending_and_depthwise():
