@@ -271,6 +271,10 @@ class _WeightedMixin:
         state["_expanded_phi"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        self.invalidate_cache()  # also gives layers pickled by older versions both caches
+
 
 class WeightedConv1d(_WeightedMixin, nn.Conv1d):
     """``nn.Conv1d`` with its kernel scaled by a density: ``conv1d(x, W ⊙ Φ) + b``.

@@ -178,3 +178,16 @@ def test_padding_modes_take_torch_pad_up_to_three_axes(mode):
         mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode],
     )
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_layer_pickled_without_the_training_cache_still_trains():
+    """A layer pickled before the expanded-Φ cache existed has no ``_expanded_phi``."""
+    layer = nw.WeightedConv2d(1, 1, 3, padding=1, density=[0.5])
+    state = layer.__getstate__()
+    del state["_expanded_phi"]
+    old = nw.WeightedConv2d.__new__(nw.WeightedConv2d)
+    old.__setstate__(state)
+    x = torch.randn(1, 1, 5, 5)
+    phi = torch.outer(*[torch.tensor([0.5, 1.0, 0.5])] * 2)
+    want = torch.nn.functional.conv2d(x, layer.weight * phi, layer.bias, padding=1)
+    torch.testing.assert_close(old(x), want)
