@@ -7,12 +7,12 @@ images, labels or noise. A *task* object supplies:
 * ``build_model()``, called under the run's seed;
 * ``loss(output, target)`` and ``target_dtype`` (``torch.long`` for class labels, a
   floating dtype for regression targets, ``None`` to leave targets as they come);
-* ``metrics``: the scores ``evaluate`` returns, each declared once with its direction and
-  format (the first is the primary one, which comparisons and verdicts use);
 * ``evaluate(model, device, final)`` and ``describe()`` (what the checkpoint records).
 
 A task type is made known to the command line and to checkpoint loading by registering a
-``TaskEntry`` with ``ndwconv.recipes.tasks.register_task``.
+``TaskEntry`` with ``ndwconv.recipes.tasks.register_task``; the entry declares the
+task's metrics (``Metric``: name, direction, format — the first is the primary one, which
+comparisons and verdicts use).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class Task(Protocol):
 
     Attributes:
         name: the registered task name, recorded in checkpoints.
-        dataset: ``dataset[i] -> (input, target)`` tensors, a pure function of ``i``.
-        metrics: the declared scores, primary first.
+        dataset: ``dataset[i] -> (input, target)``, a pure function of ``i`` (targets may be
+            tensors or numbers, e.g. an ``int`` class label).
         target_dtype: dtype targets are moved to (``None``: unchanged).
         spatial_dims: number of spatial axes of an input, or ``None`` when not spatial;
             channels-last memory is used on CUDA only for 2.
@@ -70,7 +70,6 @@ class Task(Protocol):
 
     name: str
     dataset: Any
-    metrics: tuple[Metric, ...]
     target_dtype: torch.dtype | None
     spatial_dims: int | None
 
@@ -83,7 +82,7 @@ class Task(Protocol):
     def evaluate(
         self, model: nn.Module, device: torch.device, final: bool = True
     ) -> dict[str, float]:
-        """The declared metrics of ``model`` (in eval mode, gradients off).
+        """The entry's declared metrics of ``model`` (in eval mode, gradients off).
 
         ``final`` is false for the evaluations during training, which may use a subset.
         """
