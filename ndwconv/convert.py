@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .density import Density, DensityLike, LearnedPhi, Ones, as_density
-from .modules import WEIGHTED_BY_PLAIN, _WeightedMixin, bind_density, is_weighted
+from .modules import WEIGHTED_BY_PLAIN, _bind_density, _WeightedMixin, is_weighted
 
 __all__ = [
     "ConversionReport",
@@ -224,7 +224,7 @@ def convert(
             assert fixed is not None
             fam = fixed
         try:
-            bound = bind_density(fam, module)
+            bound = _bind_density(fam, module)
         except ValueError as err:
             reason = f"density {fam!s} cannot describe this kernel: {err}"
             plan.append(Replacement(name, kind, None, ks, str(fam), reason))

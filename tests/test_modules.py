@@ -222,6 +222,23 @@ class TestTrainingProduct:
             with torch.no_grad():
                 layer.weight.sub_(0.1 * layer.weight.grad)
 
+    def test_large_weights_broadcast_phi_and_keep_no_expanded_copy(self):
+        """Above 65,536 weight elements Φ is not expanded (the documented memory bound)."""
+        torch.manual_seed(2)
+        layer = nw.WeightedConv2d(96, 96, 3, padding=1, density=[0.5])  # 82,944 elements
+        x = torch.randn(1, 96, 4, 4)
+        phi = torch.outer(*[torch.tensor([0.5, 1.0, 0.5])] * 2)
+        y = layer(x)
+        torch.testing.assert_close(y, self.reference(layer, x, phi))
+        y.sum().backward()
+        w = layer.weight.detach().clone().requires_grad_()
+        torch.nn.functional.conv2d(x, w * phi, layer.bias, padding=1).sum().backward()
+        torch.testing.assert_close(layer.weight.grad, w.grad)
+        assert layer._expanded_phi is None
+        small = nw.WeightedConv2d(64, 64, 3, padding=1)  # 36,864 elements
+        small(torch.randn(1, 64, 4, 4))
+        assert small._expanded_phi is not None and small._expanded_phi[3].shape == (64, 64, 3, 3)
+
 
 def test_learned_density_cache_sees_swapped_density_parameters():
     """functional_call may swap a density parameter; the eval cache must notice it."""
