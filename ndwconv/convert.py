@@ -192,7 +192,7 @@ def convert(
     # One entry per selected layer, in model order: a Replacement for a skipped layer, or
     # (name, layer, family, bound density) for one to convert once every layer is bound.
     plan: list[Replacement | tuple[str, nn.Module, Density, nn.Module]] = []
-    unfit: list[str] = []
+    unfit: list[tuple[str, str]] = []
     for name, module in _unique_modules(target):
         if is_weighted(module) or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             continue
@@ -228,9 +228,7 @@ def convert(
         except ValueError as err:
             reason = f"density {fam!s} cannot describe this kernel: {err}"
             plan.append(Replacement(name, kind, None, ks, str(fam), reason))
-            unfit.append(
-                f"layer {name or '<root>'!r} ({kind}, kernel {ks}), density {fam!s}: {err}"
-            )
+            unfit.append((f"{kind}, kernel {ks}, density {fam!s}: {err}", name or "<root>"))
             continue
         except TypeError as err:
             raise TypeError(
@@ -238,9 +236,13 @@ def convert(
             ) from None
         plan.append((name, module, fam, bound))
     if strict and unfit:
+        by_reason: dict[str, list[str]] = {}
+        for why, layer in unfit:  # one line per distinct reason, listing its layers
+            by_reason.setdefault(why, []).append(repr(layer))
         raise ValueError(
             f"convert(strict=True): the density cannot describe {len(unfit)} selected "
-            "layer(s); skip them with where=… or strict=False:\n  " + "\n  ".join(unfit)
+            "layer(s); skip them with where=… or strict=False:\n  "
+            + "\n  ".join(f"layer(s) {', '.join(n)} ({why})" for why, n in by_reason.items())
         )
     report = ConversionReport()
     for entry in plan:

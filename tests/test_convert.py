@@ -293,8 +293,8 @@ def test_convert_strict_names_every_layer_and_changes_nothing(inplace):
         nw.convert(model, "default", strict=True, inplace=inplace)
     message = str(info.value)
     assert "2 selected layer(s)" in message
-    assert "layer '0' (Conv2d, kernel (4, 4))" in message and "odd kernel sizes" in message
-    assert "layer '3' (Conv2d, kernel (9, 9))" in message and "kernel size 9" in message
+    assert "layer(s) '0' (Conv2d, kernel (4, 4)" in message and "odd kernel sizes" in message
+    assert "layer(s) '3' (Conv2d, kernel (9, 9)" in message and "kernel size 9" in message
     assert "'2'" not in message and "'5'" not in message
     assert not any(nw.is_weighted(m) for m in model.modules())
     assert not any(hasattr(m, "phi") for m in model.modules())
@@ -310,7 +310,7 @@ def test_density_callable_that_does_not_fit_is_reported_with_its_spec():
     (skipped,) = report.skipped
     assert skipped.name == "1" and skipped.density == "table:0.5"
     assert "needs 2 (outermost first" in skipped.reason
-    with pytest.raises(ValueError, match=r"layer '1' \(Conv2d, kernel \(3, 5\)\)"):
+    with pytest.raises(ValueError, match=r"layer\(s\) '1' \(Conv2d, kernel \(3, 5\), "):
         nw.convert(model, lambda name, conv: nw.Table([0.5]), strict=True)
 
 
