@@ -34,8 +34,11 @@ def _common(parser: argparse.ArgumentParser, data_help: str, out_default: str) -
         help="built-in configuration (see --list-configs) or a TOML file (default: the "
         "task's, e.g. quick)",
     )
-    parser.add_argument(
-        "--list-configs", action="store_true", help="list the built-in configurations and exit"
+    parser.add_argument(  # SUPPRESS: `compare --list-configs TASK` keeps the flag
+        "--list-configs",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="list the built-in configurations and exit",
     )
     parser.add_argument("--data", nargs="+", metavar="PATH", help=data_help)
     parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")

@@ -81,8 +81,9 @@ def test_subcommand_help_has_an_example(capsys, command):
 
 
 def test_list_configs_needs_no_task_but_a_run_does(capsys):
-    code, out, _ = run(capsys, "compare", "--list-configs")
-    assert code == 0 and "bsd-cpu" in out and "quick" in out
+    for argv in (["--list-configs"], ["--list-configs", "denoise"], ["denoise", "--list-configs"]):
+        code, out, _ = run(capsys, "compare", *argv)
+        assert code == 0 and "bsd-cpu" in out and "quick" in out, argv
     code, _, err = run(capsys, "train")
     assert code == 1
     assert_one_line_error(err, "name the task", "ndwconv train denoise")
