@@ -57,7 +57,6 @@ __all__ = [
     "make_parser",
     "positive_int",
     "ratio_stats",
-    "resolve_device",
     "set_threads",
     "spread",
     "synchronizer",
@@ -72,27 +71,6 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # ---------------------------------------------------------------------------------------
 # devices and machine description
 # ---------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"auto"`` (cuda when available) → a device.
-
-    Raises:
-        ValueError: for CUDA when no CUDA device is available, or an unknown name.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"--device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {name!r}"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {name!r}")
-    return device
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ndwconv import Table, WeightedConv1d, WeightedConv2d, WeightedConv3d, WeightedConvNd
+from ndwconv.recipes.engine.distributed import resolve_device
 
 from ._timing import (
     ForeignLoad,
@@ -41,7 +42,6 @@ from ._timing import (
     make_parser,
     positive_int,
     ratio_stats,
-    resolve_device,
     set_threads,
     synchronizer,
     verdict,
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(args)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
     except ValueError as err:
         parser.error(str(err))
     repeats = args.repeats or (2 if args.quick else 25)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import ndwconv
+from ndwconv.recipes.engine.distributed import resolve_device
 from ndwconv.recipes.models import build_model, count_parameters
 
 from ._timing import (
@@ -60,7 +61,6 @@ from ._timing import (
     make_parser,
     positive_int,
     ratio_stats,
-    resolve_device,
     set_threads,
     synchronizer,
     wait_for_quiet,
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(args)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
     except ValueError as err:
         parser.error(str(err))
     repeats = args.repeats or (3 if args.quick else 20)

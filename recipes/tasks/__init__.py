@@ -162,21 +162,32 @@ def get_task(name: str) -> TaskEntry:
     return _REGISTRY[name]
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", *, task: str | None = None
+) -> nn.Module:
     """Rebuild a trained model from a checkpoint (``.safetensors`` or its ``.json``).
 
     The architecture comes from the sidecar's task and description, through this
     registry, the weights from safetensors; nothing in the files is executed or imported.
+
+    Args:
+        path: either file of the checkpoint.
+        device: where the model goes.
+        task: if given, the checkpoint must be of this task.
 
     Returns:
         The model, in eval mode, on ``device``.
 
     Raises:
         FileNotFoundError: a file of the pair is missing.
-        ValueError: not an ndwconv checkpoint, or of a task that is not registered.
+        ValueError: not an ndwconv checkpoint, of a task that is not registered, or not of
+            ``task``.
     """
     tensors, sidecar = load_checkpoint(path)
-    entry = get_task(str(sidecar.get("task")))
+    found = str(sidecar.get("task"))
+    if task is not None and found != task:
+        raise ValueError(f"{str(path)!r} is a {found!r} checkpoint, not {task}")
+    entry = get_task(found)
     model = entry.model_from_description(sidecar["description"])
     model.load_state_dict(model_state(tensors))
     return model.to(device).eval()

@@ -116,14 +116,7 @@ def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     Raises:
         ValueError: the checkpoint is not a denoising one.
     """
-    sidecar = Path(path).with_suffix(".json")
-    try:
-        task = json.loads(sidecar.read_text("utf-8")).get("task")
-    except (OSError, ValueError, AttributeError):
-        task = "denoise"  # load_model reports the missing or broken file
-    if task != "denoise":
-        raise ValueError(f"{str(path)!r} is a {task!r} checkpoint, not denoise")
-    return load_model(path, device)
+    return load_model(path, device, task="denoise")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
