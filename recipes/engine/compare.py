@@ -136,7 +136,8 @@ def compare(
             task = entry.make(cfg, method, data)
             example = getattr(task, "example", None)
             if first_item is None and example is not None:
-                first_item, panels["clean"], panels["noisy"] = example()
+                first_item, references = example()  # the figure's panels besides the runs'
+                panels.update(references)
             if hasattr(task, "keep"):
                 task.keep = (first_item,) if seed == seeds[0] and first_item else ()
             run_dir = out / f"seed-{seed}" / method

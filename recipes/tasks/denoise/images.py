@@ -127,10 +127,11 @@ class DenoiseTask(DenoisingTask):
             )
         return self._validation
 
-    def example(self) -> tuple[str, np.ndarray, np.ndarray]:
-        """``(name, clean, noisy)`` of the first validation image, on the 0–255 scale."""
+    def example(self) -> tuple[str, dict[str, np.ndarray]]:
+        """The first validation image's name and its ``clean`` and ``noisy`` versions, on
+        the 0–255 scale (the figure's reference panels)."""
         name, clean, noisy = self.validation[0]
-        return name, clean, metrics.to_uint8_scale(noisy)
+        return name, {"clean": clean, "noisy": metrics.to_uint8_scale(noisy)}
 
     def model_config(self) -> dict[str, Any]:
         return {"channels": self.config["data"]["channels"], **self.config["model"]}

@@ -232,10 +232,14 @@ class VolumeDenoiseTask(DenoisingTask):
             self._validation = items
         return self._validation
 
-    def example(self) -> tuple[str, np.ndarray, np.ndarray]:
-        """``(name, clean, noisy)`` of the first validation block, on the 0–255 scale."""
+    def example(self) -> tuple[str, dict[str, np.ndarray]]:
+        """The first validation block's name and its ``clean`` and ``noisy`` versions, on
+        the 0–255 scale (the figure's reference panels)."""
         name, clean, noisy = self.validation[0]
-        return name, clean.astype(np.float64) * 255.0, noisy[0].double().numpy() * 255.0
+        return name, {
+            "clean": clean.astype(np.float64) * 255.0,
+            "noisy": noisy[0].double().numpy() * 255.0,
+        }
 
     def density(self) -> str | None:
         """The density spec of the weighted model, millimetres resolved (``None``:
