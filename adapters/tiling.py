@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from ndwconv.progress import progress_bar
 
 __all__ = ["sliding_window", "tile_starts"]
 
@@ -158,9 +159,7 @@ class _SlabReader:
         self.buffer: np.ndarray | None = None
         dtype = getattr(source, "dtype", None)
         self.direct = (
-            hasattr(source, "read_direct")
-            and isinstance(dtype, np.dtype)
-            and dtype.kind in "biuf"
+            hasattr(source, "read_direct") and isinstance(dtype, np.dtype) and dtype.kind in "biuf"
         )
 
     def slab(self, start: int) -> Any:
@@ -388,7 +387,10 @@ def sliding_window(
     reader = None if in_memory else _SlabReader(source, extent[0])
 
     inputs: torch.Tensor | None = None
-    with torch.no_grad(), tqdm(total=n_tiles, disable=not progress, desc="tiles") as bar:
+    with (
+        torch.no_grad(),
+        progress_bar(total=n_tiles, desc="tiles", unit="tile", enabled=progress) as bar,
+    ):
         for batch in batches():
             windows = [
                 tuple(slice(s, s + e) for s, e in zip(start, extent, strict=True))

@@ -72,10 +72,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm import tqdm
 
 import ndwconv
 from ndwconv.adapters.atomic import write_json
+from ndwconv.progress import progress_bar
 
 from .checkpoint import (
     latest_checkpoint,
@@ -519,13 +519,8 @@ def _fit(
     model.train()
     stop = StopRequest()
     step, last_saved, consistent = start, (start if resume else -1), True
-    bar = tqdm(
-        total=steps,
-        initial=start,
-        desc=description,
-        unit="step",
-        disable=not (progress and ctx.main),
-        dynamic_ncols=True,
+    bar = progress_bar(
+        total=steps, initial=start, desc=description, unit="step", enabled=progress and ctx.main
     )
     try:
         tic = time.perf_counter()

@@ -59,13 +59,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
 from ndwconv.cli import one_line
+from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
 from . import load_denoiser
@@ -257,14 +257,24 @@ def _denoise_file(
         name = os.path.basename(_file_part(output))
         with scratch_file(args.output_dir, name, ".result") as scratch:
             result = np.memmap(scratch, dtype=np.float32, mode="w+", shape=volume.shape)
-            _predict_into(result, model, volume, args, device, walk, lo, hi,
-                          os.path.basename(_file_part(path)))
-            volumes.save(result, output, like=volume, dtype_policy=args.dtype,
-                         overwrite=args.overwrite)
+            _predict_into(
+                result,
+                model,
+                volume,
+                args,
+                device,
+                walk,
+                lo,
+                hi,
+                os.path.basename(_file_part(path)),
+            )
+            volumes.save(
+                result, output, like=volume, dtype_policy=args.dtype, overwrite=args.overwrite
+            )
             del result  # closes the memmap before its file is removed
     seconds = time.perf_counter() - start
     shape = "×".join(map(str, volume.shape))
-    note = _spacing_note(model_spacing, volume.spacing[:len(model_spacing or ())])
+    note = _spacing_note(model_spacing, volume.spacing[: len(model_spacing or ())])
     return (
         f"{path} -> {output}: shape {shape}, {seconds:.2f} s, "
         f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) -> [0, 1]"
@@ -301,8 +311,8 @@ def _predict_into(
     tiles = math.prod(
         len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
     )
-    with tqdm(
-        total=tiles * len(frames), desc=label, unit="tile", disable=args.quiet, leave=False
+    with progress_bar(
+        total=tiles * len(frames), desc=label, unit="tile", enabled=not args.quiet, leave=False
     ) as bar:
 
         def predict(batch: torch.Tensor) -> torch.Tensor:
@@ -361,8 +371,11 @@ def _model_info(checkpoint: str) -> tuple[int, tuple[float, ...] | None]:
         ndim = int(description["model"].get("ndim", 2))
         channels = int(description["model"].get("channels", description["data"]["channels"]))
         density = description.get("density") or ""
-        spacing = (tuple(float(v) for v in description["spacing"])
-                   if "spacing=" in density and description.get("spacing") else None)
+        spacing = (
+            tuple(float(v) for v in description["spacing"])
+            if "spacing=" in density and description.get("spacing")
+            else None
+        )
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint sidecar {sidecar_path} does not exist") from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
