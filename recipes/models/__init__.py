@@ -32,6 +32,7 @@ from ndwconv.density import Ones
 from .dncnn import DnCNN
 from .layers import BatchNormNd, batch_norm, conv_type
 from .nafnet import NAFNet
+from .receptive import receptive_radius
 
 __all__ = [
     "MODELS",
@@ -44,6 +45,7 @@ __all__ = [
     "count_parameters",
     "make_weighted",
     "odd_kernel_convs",
+    "receptive_radius",
 ]
 
 MODELS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "nafnet": NAFNet}
