@@ -41,10 +41,91 @@ from torch.utils.data import Dataset
 from ...engine import streams
 from .data import NoiseSpec
 
-__all__ = ["NOISE_KINDS", "VolumePatches", "add_noise", "normalise"]
+__all__ = [
+    "NOISE_KINDS",
+    "SSIM_MIN_LENGTH",
+    "VolumePatches",
+    "add_noise",
+    "check_block_shape",
+    "held_out",
+    "min_holdout_length",
+    "normalise",
+]
 
 NOISE_KINDS = ("gaussian", "rician")
+SSIM_MIN_LENGTH = 11
+"""Samples per axis that SSIM's 11-tap Gaussian window needs in a validation block."""
 _MAX_DRAWS = 10
+
+
+def held_out(size: int, holdout: float) -> int:
+    """How many of ``size`` samples the hold-out split keeps for validation (the last
+    ``round(size · holdout)``)."""
+    return round(size * holdout)
+
+
+def min_holdout_length(holdout: float, patch: int, least: int = SSIM_MIN_LENGTH) -> int:
+    """The shortest hold-out axis that leaves ``least`` samples for validation and
+    ``patch`` for training.
+
+    Example:
+        >>> min_holdout_length(0.25, 16)   # a series held out along time: round(0.25 · 42) = 10
+        43
+    """
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    size = max(least, patch)
+    while held_out(size, holdout) < least or size - held_out(size, holdout) < patch:
+        size += 1
+    return size
+
+
+def check_block_shape(
+    name: str,
+    shape: tuple[int, ...],
+    patch: int,
+    holdout: float | None = None,
+    axis: int | None = None,
+    validation: bool = False,
+) -> None:
+    """Refuse a volume too short, along some axis, for training patches or for SSIM.
+
+    Args:
+        name: the volume, as messages name it.
+        shape: its spatial shape (after any cropping).
+        patch: ``data.patch_size``.
+        holdout, axis: the fraction held out for validation and the axis it is cut along,
+            for a training volume that is split; None for a volume used whole.
+        validation: the volume is a validation volume (SSIM's minimum, no patch).
+
+    Raises:
+        ValueError: naming the axis, its length and the least length it needs.
+    """
+    for a, size in enumerate(shape):
+        if holdout is not None and a == axis:
+            need = min_holdout_length(holdout, patch)
+            why = (
+                f"data.holdout {holdout:g} of it is kept for validation, where SSIM needs at "
+                f"least {SSIM_MIN_LENGTH}, and the rest must hold data.patch_size {patch}; give "
+                "a longer volume, another data.holdout_axis, or data.validation volumes"
+            )
+        elif validation:
+            need = SSIM_MIN_LENGTH
+            why = f"SSIM needs at least {SSIM_MIN_LENGTH} samples per axis of a validation volume"
+        elif holdout is not None:
+            need = max(SSIM_MIN_LENGTH, patch)
+            why = (
+                f"SSIM needs at least {SSIM_MIN_LENGTH} per axis of its validation block and "
+                f"training patches are data.patch_size {patch} long"
+            )
+        else:
+            need = patch
+            why = f"training patches are data.patch_size {patch} long"
+        if size < need:
+            raise ValueError(
+                f"{name}: axis {a} has length {size} (shape {tuple(shape)}) but needs at "
+                f"least {need}: {why}"
+            )
 
 
 def normalise(
@@ -67,8 +148,10 @@ def normalise(
         raise ValueError(f"volume has {int((~np.isfinite(array)).sum())} non-finite voxels")
     lo, hi = (float(v) for v in np.percentile(array, [low, high]))
     if not hi > lo:
-        raise ValueError(f"volume has an empty intensity range ({lo} to {hi}) between "
-                         f"percentiles {low} and {high}")
+        raise ValueError(
+            f"volume has an empty intensity range ({lo} to {hi}) between "
+            f"percentiles {low} and {high}"
+        )
     return np.clip((array - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (lo, hi)
 
 
@@ -153,8 +236,10 @@ class VolumePatches(Dataset):
             raise ValueError(f"kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
         if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        for name, value in (("min_foreground", min_foreground),
-                            ("foreground_level", foreground_level)):
+        for name, value in (
+            ("min_foreground", min_foreground),
+            ("foreground_level", foreground_level),
+        ):
             if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         self.volumes, self.patch, self.kind, self.seed = arrays, patch, kind, seed
@@ -172,8 +257,9 @@ class VolumePatches(Dataset):
             int(torch.randint(size - p + 1, (1,), generator=generator))
             for size, p in zip(volume.shape[1:], self.patch, strict=True)
         ]
-        return volume[(slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch,
-                                                                        strict=True)))]
+        return volume[
+            (slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch, strict=True)))
+        ]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         i = operator.index(index)
@@ -192,8 +278,7 @@ class VolumePatches(Dataset):
             if axes:
                 patch = np.flip(patch, axes)
         low, high = self.noise.bounds
-        sigma = low + (high - low) * float(torch.rand(1, dtype=torch.float64,
-                                                      generator=generator))
+        sigma = low + (high - low) * float(torch.rand(1, dtype=torch.float64, generator=generator))
         clean = torch.from_numpy(np.ascontiguousarray(patch))
         return add_noise(clean, sigma, self.kind, generator), clean
 

@@ -53,11 +53,12 @@ from . import metrics
 from .base import DenoisingTask, check_method
 from .config import EMBEDDED_MNI, check_config, volume_paths
 from .data import NoiseSpec
-from .volume_data import VolumePatches, add_noise, normalise
+from .volume_data import VolumePatches, add_noise, check_block_shape, held_out, normalise
 
 __all__ = ["VolumeDenoiseTask", "mni152_path", "resolve_density"]
 
 _MNI_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
 
 def mni152_path() -> Path:
     """The MNI152 T1 template file that nilearn ships (no download).
@@ -99,8 +100,8 @@ def _read_volumes(paths: Sequence[str], ndim: int, key: str) -> list[tuple[str, 
         else:
             raise ValueError(
                 f"data.{key}: {path!r} has {array.ndim} axes {array.shape}; a {ndim}-D model "
-                f"needs {ndim}-D volumes" + (" (or 4-D series, frame by frame)" if ndim == 3
-                                             else "")
+                f"needs {ndim}-D volumes"
+                + (" (or 4-D series, frame by frame)" if ndim == 3 else "")
             )
     return found
 
@@ -110,8 +111,9 @@ def _foreground_box(volume: np.ndarray, level: float) -> tuple[slice, ...]:
     if not mask.any():
         return tuple(slice(None) for _ in volume.shape)
     index = np.argwhere(mask)
-    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(index.min(0), index.max(0),
-                                                               strict=True))
+    return tuple(
+        slice(int(lo), int(hi) + 1) for lo, hi in zip(index.min(0), index.max(0), strict=True)
+    )
 
 
 class VolumeDenoiseTask(DenoisingTask):
@@ -130,9 +132,13 @@ class VolumeDenoiseTask(DenoisingTask):
         data: str | Sequence[str] | None = None,
     ):
         if data is not None:
-            config = {**config, "data": {**config.get("data", {}),
-                                          "train": [data] if isinstance(data, str)
-                                          else [str(p) for p in data]}}
+            config = {
+                **config,
+                "data": {
+                    **config.get("data", {}),
+                    "train": [data] if isinstance(data, str) else [str(p) for p in data],
+                },
+            }
         super().__init__(config)
         self.config = check_config(config)
         self.method = check_method(method)
@@ -159,23 +165,30 @@ class VolumeDenoiseTask(DenoisingTask):
                 except ValueError as err:
                     raise ValueError(f"data.{key}: {name}: {err}") from None
                 if data_cfg["crop"] == "foreground":
-                    normalised = normalised[_foreground_box(normalised,
-                                                            data_cfg["foreground_level"])]
+                    normalised = normalised[
+                        _foreground_box(normalised, data_cfg["foreground_level"])
+                    ]
                 prepared.append((name, np.ascontiguousarray(normalised)))
             return prepared
 
         train = prepare(train_items, "train")
         del train_items
+        patch = data_cfg["patch_size"]
+        cropped = " (cropped to its foreground)" if data_cfg["crop"] == "foreground" else ""
         if validation_items is None:
             axis = data_cfg["holdout_axis"]
             if not -self.ndim <= axis < self.ndim:
-                raise ValueError(f"data.holdout_axis must be in [−{self.ndim}, {self.ndim}), "
-                                 f"got {axis}")
+                raise ValueError(
+                    f"data.holdout_axis must be in [−{self.ndim}, {self.ndim}), got {axis}"
+                )
             axis %= self.ndim
             kept, held = [], []
             for name, volume in train:
+                check_block_shape(
+                    f"data.train: {name}{cropped}", volume.shape, patch, data_cfg["holdout"], axis
+                )
                 size = volume.shape[axis]
-                cut = size - round(size * data_cfg["holdout"])
+                cut = size - held_out(size, data_cfg["holdout"])
                 index = [slice(None)] * self.ndim
                 index[axis] = slice(0, cut)
                 kept.append((name, volume[tuple(index)]))
@@ -184,18 +197,11 @@ class VolumeDenoiseTask(DenoisingTask):
             train, validation = kept, held
         else:
             validation = prepare(validation_items, "validation")
-        patch = data_cfg["patch_size"]
-        for name, volume in train:
-            if min(volume.shape) < patch:
-                raise ValueError(
-                    f"data.patch_size {patch} is larger than the training part of {name}, "
-                    f"shape {volume.shape}: lower data.patch_size or data.holdout"
-                )
-        for name, volume in validation:
-            if min(volume.shape) < 11:
-                raise ValueError(
-                    f"validation block {name} has shape {volume.shape}; SSIM needs at least "
-                    "11 voxels per axis: raise data.holdout or give data.validation volumes"
+            for name, volume in train:
+                check_block_shape(f"data.train: {name}{cropped}", volume.shape, patch)
+            for name, volume in validation:
+                check_block_shape(
+                    f"data.validation: {name}{cropped}", volume.shape, patch, validation=True
                 )
         self.train_shapes = {name: list(v.shape) for name, v in train}
         self._validation_volumes = validation
@@ -226,8 +232,9 @@ class VolumeDenoiseTask(DenoisingTask):
             items = []
             for i, (name, clean) in enumerate(self._validation_volumes):
                 generator = streams.generator("volume_validation", self.config["eval"]["seed"], i)
-                noisy = add_noise(torch.from_numpy(clean)[None], sigma,
-                                  self.config["noise"]["kind"], generator)
+                noisy = add_noise(
+                    torch.from_numpy(clean)[None], sigma, self.config["noise"]["kind"], generator
+                )
                 items.append((name, clean, noisy))
             self._validation = items
         return self._validation
@@ -251,8 +258,12 @@ class VolumeDenoiseTask(DenoisingTask):
             "method": self.method,
             "model": self.model_config(),
             "density": self._density,
-            "data": {**self.config["data"], "channels": 1, "volumes": True,
-                     "train_shapes": self.train_shapes},
+            "data": {
+                **self.config["data"],
+                "channels": 1,
+                "volumes": True,
+                "train_shapes": self.train_shapes,
+            },
             "noise": self.config["noise"],
             "spacing": list(self.spacing),
         }
@@ -268,9 +279,7 @@ class VolumeDenoiseTask(DenoisingTask):
         return metrics.ssim_nd(estimate, clean)
 
 
-def resolve_density(
-    spec: str, ndim: int, spacings: Sequence[tuple[str, tuple[float, ...]]]
-) -> str:
+def resolve_density(spec: str, ndim: int, spacings: Sequence[tuple[str, tuple[float, ...]]]) -> str:
     """The density spec a model of ``ndim`` axes gets: millimetres resolved against the
     voxel spacing shared by the training volumes (``(name, spacing)`` pairs).
 
