@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from ndwconv.adapters.tiling import sliding_window
 
+from ...models.receptive import receptive_radius
 from .metrics import describe_value
 
 __all__ = ["denoise_image"]
@@ -29,6 +32,10 @@ def denoise_image(
     for a model whose receptive-field radius is at most ``overlap // 2`` the tiled result
     equals the untiled one. Works for any number of spatial axes: the tiles are those of
     ``ndwconv.adapters.tiling.sliding_window`` (constant blend, ``margin = overlap // 2``).
+
+    When the tiles cut an axis along which ``overlap // 2`` is less than the model's
+    receptive radius (``ndwconv.recipes.models.receptive_radius``, an upper bound), a
+    ``UserWarning`` names the radius: the tiled result then differs from the untiled one.
 
     The model must already be on ``device`` and in the mode wanted (call ``.eval()`` for
     inference with batch normalisation); this function changes neither.
@@ -79,6 +86,7 @@ def denoise_image(
     # One tiler for every N: ndwconv.adapters.tiling, constant blend, margin overlap // 2.
     tiles = tuple(min(tile, size) for size in spatial)
     overlaps = tuple(overlap if t < size else 0 for t, size in zip(tiles, spatial, strict=True))
+    _warn_if_too_small(model, spatial, tiles, tile, overlap)
     result = sliding_window(
         lambda batch: model(batch),
         noisy.detach().to("cpu"),
@@ -93,3 +101,29 @@ def denoise_image(
     return torch.from_numpy(result)
 
 
+def _warn_if_too_small(
+    model: nn.Module, spatial: tuple[int, ...], tiles: tuple[int, ...], tile: int, overlap: int
+) -> None:
+    """Warn when the tiles drop fewer pixels at inner faces than the receptive radius."""
+    if not isinstance(model, nn.Module):
+        return
+    radius = receptive_radius(model, len(spatial))
+    cut = [axis for axis, (t, n) in enumerate(zip(tiles, spatial, strict=True)) if t < n]
+    if radius is None:
+        warnings.warn(
+            f"the model pools over its whole input, so tiles of {tile} give another result "
+            "than the whole image; score whole images (tile None)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    short = [axis for axis in cut if overlap // 2 < radius[axis]]
+    if short:
+        r = max(radius[axis] for axis in short)
+        warnings.warn(
+            f"the model's receptive radius {r} exceeds the {overlap // 2} pixels dropped at "
+            f"inner tile faces (tile {tile}, overlap {overlap}), so the tiled result differs "
+            f"from the whole-image one; use an overlap of {2 * r} or more",
+            UserWarning,
+            stacklevel=3,
+        )
