@@ -55,7 +55,9 @@ import math
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -68,16 +70,42 @@ from ndwconv.cli import one_line
 from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
+from ...models.receptive import receptive_radius
 from . import load_denoiser
 
-__all__ = ["PERCENTILES", "denoise_command", "robust_range"]
+__all__ = ["NONFINITE_POLICIES", "PERCENTILES", "denoise_command", "robust_range", "tiling_warning"]
 
 PERCENTILES = (0.5, 99.5)
 """Percentiles of the robust intensity range mapped to [0, 1]."""
 
+NONFINITE_POLICIES = ("raise", "zero", "allow")
+"""What ``--nonfinite`` does with NaN/inf input voxels (see ``ndwconv denoise --help``)."""
+
 _SAMPLE_VOXELS = 1 << 20
 # (model ndim, volume ndim) → walk the whole volume at once, or frame by frame (last axis)
 _WALKS = {(3, 3): "whole", (3, 4): "frames", (4, 4): "whole"}
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}")
+    return value
 
 
 def denoise_command(subparsers: argparse._SubParsersAction) -> None:
@@ -86,15 +114,16 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "denoise",
         help="denoise NIfTI/HDF5 volumes with a trained checkpoint (also under torchrun)",
         description="Denoise each INPUT tile by tile with a checkpoint written by `ndwconv train\n"
-        "denoise`, and write it to OUTPUT_DIR under the same file name (HDF5: the same dataset\n"
-        "path) with the input's header and affine. Each volume is mapped to [0, 1] by its\n"
-        "0.5th-99.5th percentile range, denoised and mapped back. A 3-D model denoises 3-D\n"
-        "volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series. A file that\n"
-        "fails is reported and the others go on (exit code 1). Under torchrun the inputs are\n"
-        "shared out between the processes.",
+        "denoise`, and write it to the folder DIR under the same file name (HDF5: the same\n"
+        "dataset path) with the input's header and affine. Each volume is mapped to [0, 1] by\n"
+        "its 0.5th-99.5th percentile range, denoised and mapped back. A 3-D model denoises\n"
+        "3-D volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series. The\n"
+        "output folder, the outputs and each input's values are checked before the model runs;\n"
+        "a file that fails is reported and the others go on (exit code 1). Under torchrun the\n"
+        "inputs are shared out between the processes.",
         epilog="examples:\n"
         "  ndwconv denoise scans/*.nii.gz study.h5:/mri/t1 -o denoised \\\n"
-        "      --model runs/denoise-weighted/checkpoints/step-1000.safetensors\n"
+        "      --model runs/denoise-mni-weighted/checkpoints/step-00001000.safetensors\n"
         "  torchrun --nproc_per_node 2 -m ndwconv denoise scans/*.nii.gz -o denoised \\\n"
         "      --model model.safetensors --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,23 +135,37 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         help="volume: .nii, .nii.gz or file.h5[:/dataset] (the dataset may be left out when "
         "the file holds exactly one)",
     )
-    parser.add_argument(
-        "-o", "--output-dir", required=True, metavar="OUTPUT_DIR", help="folder for the results"
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument(
+        "-o", "--out", metavar="DIR", help="folder for the results (created when missing)"
     )
+    out.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)
     parser.add_argument(
         "--model", required=True, metavar="CKPT", help="denoising checkpoint (.safetensors)"
     )
     parser.add_argument(
-        "--tile", type=int, default=64, help="tile size per axis, voxels (default: 64)"
+        "--tile",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="tile size per axis, voxels (default: 64)",
     )
     parser.add_argument(
         "--overlap",
-        type=float,
+        type=_fraction,
         default=0.25,
+        metavar="F",
         help="overlap of neighbouring tiles, a fraction in [0, 1) of the tile (default: 0.25); "
-        "half of it is dropped at inner tile faces",
+        "half of it is dropped at inner tile faces, which must be at least the model's "
+        "receptive radius for the whole-volume result (a warning says when it is not)",
     )
-    parser.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="tiles per forward pass (default: 4)",
+    )
     parser.add_argument(
         "--device",
         default="auto",
@@ -141,6 +184,14 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         default="input",
         help="output dtype: the input's on-disk dtype (rounded, on its NIfTI scaling grid) or "
         "float32 (default: input)",
+    )
+    parser.add_argument(
+        "--nonfinite",
+        choices=NONFINITE_POLICIES,
+        default="raise",
+        help="NaN/inf input voxels: raise refuses the file before the model runs, zero "
+        "reads them as 0, allow denoises them as they are (they spread to every voxel "
+        "within the receptive radius, and integer outputs store NaN as 0) (default: raise)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -176,10 +227,19 @@ def robust_range(
 
 class _Normalised:
     """``(1, *spatial)`` source for the tiler: a volume, or one frame of a series (last
-    axis), read region by region and mapped by ``(x - lo) / scale``."""
+    axis), read region by region and mapped by ``(x - lo) / scale``; with ``zero_nonfinite``
+    NaN/±inf voxels are read as 0 (before the mapping)."""
 
-    def __init__(self, volume: volumes.Volume, lo: float, scale: float, frame: int | None = None):
+    def __init__(
+        self,
+        volume: volumes.Volume,
+        lo: float,
+        scale: float,
+        frame: int | None = None,
+        zero_nonfinite: bool = False,
+    ):
         self.volume, self.lo, self.scale, self.frame = volume, lo, scale, frame
+        self.zero_nonfinite = zero_nonfinite
         spatial = volume.shape if frame is None else volume.shape[:-1]
         self.shape = (1, *spatial)
 
@@ -191,73 +251,195 @@ class _Normalised:
         else:  # a view of the volume's own array, or read-only: never written to
             block = np.subtract(block, np.float32(self.lo), dtype=np.float32)
         block /= np.float32(self.scale)
+        if self.zero_nonfinite:
+            zero = (np.float32(0.0) - np.float32(self.lo)) / np.float32(self.scale)
+            block[~np.isfinite(block)] = zero
         return block[None]
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    if args.tile < 1:
-        raise ValueError(f"--tile must be >= 1, got {args.tile}")
-    if not 0.0 <= args.overlap < 1.0:
-        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.output_dir is not None:
+        print("ndwconv: note: --output-dir is now -o/--out", file=sys.stderr, flush=True)
+    out = args.out if args.out is not None else args.output_dir
+    debug = bool(getattr(args, "debug", False))
     rank, world = shard()
     device = resolve_device(args.device, "--device")
-    model_ndim, model_spacing = _model_info(args.model)
-    model = load_denoiser(args.model, device)
-    os.makedirs(args.output_dir, exist_ok=True)
-
-    # Output clashes are found over all inputs, so that every rank sees the same ones.
-    first_owner: dict[str, str] = {}
-    clash: dict[int, str] = {}
-    for i, path in enumerate(args.inputs):
-        key = os.path.normcase(os.path.basename(_file_part(path)))
-        if key in first_owner:
-            clash[i] = f"{path}: has the same output file as {first_owner[key]}"
-        else:
-            first_owner[key] = path
+    _check_out_folder(out)
 
     failed = 0
-    for i in range(rank, len(args.inputs), world):
-        path = args.inputs[i]
-        try:
-            if i in clash:
-                raise ValueError(clash[i])
-            print(_denoise_file(model, model_ndim, model_spacing, path, args, device), flush=True)
-        except Exception as err:
-            failed += 1
-            message = one_line(err)
-            if not message.startswith((path, _file_part(path))):
-                message = f"{path}: {message}"
-            print(f"ndwconv: error: {message}", file=sys.stderr, flush=True)
+
+    def report(path: str, err: BaseException) -> None:
+        nonlocal failed
+        failed += 1
+        if debug:
+            traceback.print_exception(err, file=sys.stderr)
+        message = one_line(err)
+        if not message.startswith((path, _file_part(path))):
+            message = f"{path}: {message}"
+        print(f"ndwconv: error: {message}", file=sys.stderr, flush=True)
+
+    # Every input is checked against every other (so that all ranks agree on clashes) and
+    # against its output before any model is loaded.
+    problems = _plan(args.inputs, out, args.overwrite)
+    mine = range(rank, len(args.inputs), world)
+    for i in mine:
+        if i in problems:
+            report(args.inputs[i], problems[i])
+    todo = [i for i in mine if i not in problems]
+    if not todo:
+        return 1 if failed else 0
+
+    model = load_denoiser(args.model, device)
+    info = _model_info(model, args.model)
+    created = _make_folder(out)
+    try:
+        for i in todo:
+            path = args.inputs[i]
+            try:
+                print(_denoise_file(model, info, path, out, args, device), flush=True)
+            except Exception as err:
+                report(path, err)
+    finally:
+        if world == 1:  # other ranks may still be writing into a folder this one made
+            _remove_empty(created)
     return 1 if failed else 0
+
+
+class _ModelInfo(NamedTuple):
+    ndim: int
+    radius: tuple[int, ...] | None
+    spacing: tuple[float, ...] | None
+
+
+def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
+    """The model's spatial dimensionality and receptive radius (from its layers) and, when
+    its density is in mm, the voxel spacing it was resolved for (from the sidecar); the
+    model must take one channel, as the volumes have."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    if not convs:
+        raise ValueError(f"{checkpoint}: the model has no convolution; not a denoiser")
+    ndim, channels = len(convs[0].kernel_size), convs[0].in_channels
+    if channels != 1:
+        raise ValueError(f"{checkpoint}: the model takes {channels} channels, volumes have one")
+    spacing = None
+    try:
+        sidecar = json.loads(Path(checkpoint).with_suffix(".json").read_text("utf-8"))
+        description = sidecar["description"]
+        if "spacing=" in (description.get("density") or "") and description.get("spacing"):
+            spacing = tuple(float(v) for v in description["spacing"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        spacing = None  # the loader accepted the checkpoint; the note is only informative
+    return _ModelInfo(ndim, receptive_radius(model, ndim), spacing)
+
+
+def _check_out_folder(out: str) -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be written."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"-o/--out {out}: is a file, not a folder for the results")
+    existing = path
+    while not existing.exists():  # the nearest folder that exists, which would hold it
+        if existing.is_symlink():
+            raise NotADirectoryError(f"-o/--out {out}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"-o/--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the folder" if existing == path else f"cannot create it: {existing}"
+        raise PermissionError(f"-o/--out {out}: {what} is not writable")
+
+
+def _make_folder(out: str) -> list[Path]:
+    """Create ``out`` and any missing parents; returns the folders created, deepest last."""
+    created = []
+    path = Path(out)
+    while not path.exists():
+        created.append(path)
+        path = path.parent
+    os.makedirs(out, exist_ok=True)
+    return created[::-1]
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders this run created, deepest first, where they are still empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): leave it and its parents
+            return
+
+
+def _plan(inputs: list[str], out: str, overwrite: bool) -> dict[int, Exception]:
+    """The inputs that cannot be denoised into ``out``, by index, each with its error:
+    a missing input or a folder, an input listed twice, two inputs with one output file,
+    an output that is the input, an existing output without ``overwrite``."""
+    problems: dict[int, Exception] = {}
+    seen: dict[tuple[str, str], str] = {}
+    owner: dict[str, str] = {}
+    for i, path in enumerate(inputs):
+        try:
+            _check_input(path, out, overwrite, seen, owner)
+        except (OSError, ValueError) as err:  # raised, so that --debug shows where
+            problems[i] = err
+    return problems
+
+
+def _check_input(
+    path: str, out: str, overwrite: bool, seen: dict[tuple[str, str], str], owner: dict[str, str]
+) -> None:
+    """One input of :func:`_plan`, given the inputs before it (``seen``: by file and
+    dataset, ``owner``: by output file name, both updated)."""
+    file, dataset = split_path(path)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(file):
+        raise IsADirectoryError(f"{path}: is a folder, not a volume file")
+    key = (os.path.normcase(os.path.realpath(file)), dataset or "")
+    if key in seen:
+        raise ValueError(f"{path}: listed twice (as {seen[key]} before)")
+    seen[key] = path
+    name = os.path.normcase(os.path.basename(file))
+    if name in owner:
+        raise ValueError(f"{path}: has the same output file as {owner[name]}")
+    owner[name] = path
+    _check_output(path, _output_path(path, out), overwrite)
 
 
 def _denoise_file(
     model: torch.nn.Module,
-    model_ndim: int,
-    model_spacing: tuple[float, ...] | None,
+    info: _ModelInfo,
     path: str,
+    out: str,
     args: argparse.Namespace,
     device: torch.device,
 ) -> str:
-    """Denoise one input into ``args.output_dir``; returns its summary line."""
+    """Denoise one input into ``out``; returns its summary line."""
     start = time.perf_counter()
     with volumes.load(path) as volume:
-        walk = _WALKS.get((model_ndim, volume.ndim))
+        walk = _WALKS.get((info.ndim, volume.ndim))
         if walk is None:
             raise ValueError(
-                f"{path}: a {model_ndim}-D model cannot denoise this {volume.ndim}-D volume "
+                f"{path}: a {info.ndim}-D model cannot denoise this {volume.ndim}-D volume "
                 f"(shape {volume.shape}); it takes a 3-D model on 3-D or 4-D volumes, or a "
                 "4-D model on 4-D series"
             )
-        output = _output_path(volume.source or path, args.output_dir)
+        output = _output_path(volume.source or path, out)
         _check_output(path, output, args.overwrite)
+        bad = count_nonfinite(volume)
+        if bad and args.nonfinite == "raise":
+            raise ValueError(
+                f"{path}: {bad} non-finite (NaN/inf) voxels; pass --nonfinite zero to read "
+                "them as 0, or --nonfinite allow to denoise them as they are"
+            )
         lo, hi = robust_range(volume)
+        spatial = volume.shape if walk == "whole" else volume.shape[:-1]
+        warning = tiling_warning(info.radius, spatial, args.tile, args.overlap)
+        if warning:
+            print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
         name = os.path.basename(_file_part(output))
-        with scratch_file(args.output_dir, name, ".result") as scratch:
+        with scratch_file(out, name, ".result") as scratch:
             result = np.memmap(scratch, dtype=np.float32, mode="w+", shape=volume.shape)
-            _predict_into(
+            produced = _predict_into(
                 result,
                 model,
                 volume,
@@ -267,18 +449,121 @@ def _denoise_file(
                 lo,
                 hi,
                 os.path.basename(_file_part(path)),
+                zero_nonfinite=bool(bad) and args.nonfinite == "zero",
             )
+            if produced and args.nonfinite != "allow":
+                raise ValueError(
+                    f"{path}: the model produced {produced} non-finite (NaN/inf) voxels; "
+                    "nothing was written (--nonfinite allow writes them)"
+                )
             volumes.save(
-                result, output, like=volume, dtype_policy=args.dtype, overwrite=args.overwrite
+                result,
+                output,
+                like=volume,
+                dtype_policy=args.dtype,
+                overwrite=args.overwrite,
+                nonfinite="allow" if args.nonfinite == "allow" else "raise",
             )
             del result  # closes the memmap before its file is removed
     seconds = time.perf_counter() - start
     shape = "×".join(map(str, volume.shape))
-    note = _spacing_note(model_spacing, volume.spacing[: len(model_spacing or ())])
+    note = _spacing_note(info.spacing, volume.spacing[: len(info.spacing or ())])
+    if bad:
+        note += f"; {bad} non-finite input voxels " + (
+            "read as 0" if args.nonfinite == "zero" else "kept"
+        )
     return (
         f"{path} -> {output}: shape {shape}, {seconds:.2f} s, "
         f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) -> [0, 1]"
         + note
+    )
+
+
+def count_nonfinite(volume: volumes.Volume, max_voxels: int = 1 << 24) -> int:
+    """The number of NaN/±inf voxels of ``volume``, read a slab of about ``max_voxels``
+    voxels at a time along the axis stored last on disk (NIfTI: the last axis, HDF5: the
+    first), so that every read is contiguous.
+
+    An integer volume whose scaling keeps every value finite in float32 is not read.
+
+    Example:
+        >>> count_nonfinite(volumes.Volume(np.array([[1.0, np.nan], [np.inf, 2.0]])))
+        2
+    """
+    dtype = np.dtype(volume.dtype)
+    if dtype.kind in "iub":
+        slope = 1.0 if volume.scl_slope is None else float(volume.scl_slope)
+        inter = float(volume.scl_inter or 0.0)
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        bound = abs(slope) * max(abs(int(info.min)), int(info.max)) + abs(inter)
+        if math.isfinite(bound) and bound < float(np.finfo(np.float32).max):
+            return 0
+    if not volume.shape:
+        return int(not np.isfinite(volume.read()))
+    axis = volume.ndim - 1 if str(volume.kind).startswith("nifti") else 0
+    size = volume.shape[axis]
+    per_index = max(1, math.prod(volume.shape) // max(size, 1))
+    step = max(1, max_voxels // per_index)
+    count = 0
+    for begin in range(0, size, step):
+        index = [slice(None)] * volume.ndim
+        index[axis] = slice(begin, min(begin + step, size))
+        block = volume.read(tuple(index))
+        count += int(block.size - np.count_nonzero(np.isfinite(block)))
+    return count
+
+
+def tiling_warning(
+    radius: tuple[int, ...] | None, spatial: tuple[int, ...], tile: int, overlap: float
+) -> str | None:
+    """Why tiles of ``tile`` voxels overlapping by the fraction ``overlap`` give a result
+    other than the whole-volume pass of a model of receptive ``radius`` (per axis, ``None``
+    for a model that pools over its whole input), with the smallest tile that would not;
+    ``None`` when they give the whole-volume result.
+
+    Along an axis cut into several tiles, ``floor(overlap · tile) // 2`` voxels are
+    dropped at inner tile faces; a voxel nearer than the radius to a face sees the tile's
+    zero padding, so the margin must be at least the radius: a tile of ``2r + 1`` voxels
+    or more with an overlap of ``2r`` voxels or more.
+
+    Example:
+        >>> print(tiling_warning((3, 3, 3), (40, 40, 40), 8, 0.25).split("; ")[1])
+        use --tile 24 or more or --overlap 0.75 or more
+        >>> tiling_warning((3, 3, 3), (40, 40, 40), 24, 0.25) is None
+        True
+    """
+    tiles = [min(tile, n) for n in spatial]
+    cut = [axis for axis, (t, n) in enumerate(zip(tiles, spatial, strict=True)) if t < n]
+    if not cut:
+        return None
+    if radius is None:
+        return (
+            "the model pools over its whole input, so tiles give another result than the "
+            f"whole-volume pass; use --tile {max(spatial)} to denoise it in one pass"
+        )
+    short = [a for a in cut if math.floor(overlap * tiles[a]) // 2 < radius[a]]
+    if not short:
+        return None
+    r = max(radius[a] for a in short)
+    kept = min(math.floor(overlap * tiles[a]) // 2 for a in short)
+    fixes = []
+    if overlap > 0:
+        need = max(2 * r + 1, math.ceil(2 * r / overlap))
+        while math.floor(overlap * need) < 2 * r:
+            need += 1
+        fixes.append(f"--tile {need} or more")
+    if tile >= 2 * r + 1:
+        fraction = math.ceil(200 * r / tile) / 100
+        while math.floor(fraction * tile) < 2 * r:
+            fraction += 0.01
+        if fraction < 1:
+            fixes.append(f"--overlap {fraction:.2f} or more")
+    if not fixes:
+        fixes.append(f"--tile {4 * r} or more with --overlap 0.5")
+    return (
+        f"the model's receptive radius is {r} voxels, but tile {tile} with --overlap "
+        f"{overlap:g} drops only {kept} at inner tile faces, so voxels near them differ "
+        f"from the whole-volume pass; use {' or '.join(fixes)}"
     )
 
 
@@ -302,8 +587,10 @@ def _predict_into(
     lo: float,
     hi: float,
     label: str,
-) -> None:
-    """Denoise ``volume`` into ``result`` tile by tile, in [0, 1], and map it back."""
+    zero_nonfinite: bool = False,
+) -> int:
+    """Denoise ``volume`` into ``result`` tile by tile, in [0, 1], and map it back;
+    returns the number of non-finite voxels in the result."""
     frames = [None] if walk == "whole" else list(range(volume.shape[-1]))
     spatial = volume.shape if walk == "whole" else volume.shape[:-1]
     tile = tuple(min(args.tile, n) for n in spatial)
@@ -323,7 +610,7 @@ def _predict_into(
         for frame in frames:
             sliding_window(
                 predict,
-                _Normalised(volume, lo, hi - lo, frame),
+                _Normalised(volume, lo, hi - lo, frame, zero_nonfinite),
                 tile,
                 overlap=overlap,
                 blend=args.blend,
@@ -334,10 +621,13 @@ def _predict_into(
                 out_channels=1,
                 margin=tuple(ov // 2 for ov in overlap),
             )
+    produced = 0
     for rows in range(0, result.shape[0], 16):  # back to the input's units, by slabs
         block = result[rows : rows + 16]
         block *= np.float32(hi - lo)
         block += np.float32(lo)
+        produced += int(block.size - np.count_nonzero(np.isfinite(block)))
+    return produced
 
 
 def _file_part(path: str) -> str:
@@ -359,29 +649,3 @@ def _check_output(path: str, output: str, overwrite: bool) -> None:
         raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
     if os.path.lexists(target) and not overwrite:
         raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
-
-
-def _model_info(checkpoint: str) -> tuple[int, tuple[float, ...] | None]:
-    """Spatial dims of a checkpoint's model (its sidecar's ``description.model.ndim``,
-    default 2) and, when its density is in mm, the voxel spacing it was resolved for; the
-    model must take one channel, as the volumes have."""
-    sidecar_path = Path(checkpoint).with_suffix(".json")
-    try:
-        description = json.loads(sidecar_path.read_text("utf-8"))["description"]
-        ndim = int(description["model"].get("ndim", 2))
-        channels = int(description["model"].get("channels", description["data"]["channels"]))
-        density = description.get("density") or ""
-        spacing = (
-            tuple(float(v) for v in description["spacing"])
-            if "spacing=" in density and description.get("spacing")
-            else None
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint sidecar {sidecar_path} does not exist") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(
-            f"{checkpoint}: not a denoising checkpoint (sidecar {sidecar_path}: {err!r})"
-        ) from None
-    if channels != 1:
-        raise ValueError(f"{checkpoint}: the model takes {channels} channels, volumes have one")
-    return ndim, spacing
