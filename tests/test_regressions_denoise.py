@@ -446,8 +446,16 @@ def test_tile_smaller_than_the_receptive_field_warns_naming_the_radius(
     assert "--tile 24" in lines[0]  # the smallest tile that drops 3 at an overlap of 0.25
     small = np.asarray(nib.load(str(tmp_path / "small" / "scan.nii")).dataobj, np.float64)
     assert np.abs(small - expected).max() > 1e-3 * scale  # the warning is warranted
-    # tile 2r + 1 = 7 overlapping by 2r = 6: no warning, and the whole-volume result
-    for tile, overlap in ((7, 0.9), (24, 0.25)):
+    # tiles of 2r + 1 = 7 or more overlapping by 2r = 6 or more: no warning, and the
+    # whole-volume result (tile 7 on a smaller block: a step of one voxel is many tiles)
+    block = values[:12, :11, :10].copy()
+    part = _volume(tmp_path / "part.nii", block)
+    part_expected, part_scale = _whole(checkpoint, block.astype(np.float64))
+    code, _, err = _run(capsys, part, "-o", tmp_path / "t7", "--tile", 7, "--overlap", 0.9, *args)
+    assert code == 0 and err == ""
+    got = np.asarray(nib.load(str(tmp_path / "t7" / "part.nii")).dataobj, np.float64)
+    np.testing.assert_allclose(got, part_expected, rtol=0, atol=1e-5 * part_scale)
+    for tile, overlap in ((9, 0.67), (24, 0.25)):
         out = tmp_path / f"t{tile}"
         code, _, err = _run(capsys, source, "-o", out, "--tile", tile, "--overlap", overlap, *args)
         assert code == 0 and err == ""
