@@ -73,6 +73,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     found["taken"] = root / "taken"
     found["taken"].mkdir()
     (found["taken"] / "good.nii").write_text("an earlier result")
+    found["blocked"] = root / "blocked"
+    (found["blocked"] / "good.nii").mkdir(parents=True)
     found["ckpt"] = _checkpoint(root / "model3d.safetensors", 3)
     found["ckpt2d"] = _checkpoint(root / "model2d.safetensors", 2)
     return found
@@ -115,6 +117,12 @@ CLI_ROWS: list[tuple[str, Argv, int, str]] = [
     ("input-twice", _args("good", "good"), 1, "listed twice"),
     ("output-is-the-input", _args("good", out="root"), 1, "is the input; choose another -o"),
     ("output-exists", _args("good", out="taken"), 1, "exists; pass --overwrite"),
+    (
+        "output-is-a-folder",
+        _args("good", out="blocked", extra=("--overwrite",)),
+        1,
+        "is a folder; remove it or choose another -o folder",
+    ),
     ("model-missing", _args("good", model="none.safetensors"), 1, "does not exist"),
     ("model-2d-on-volume", _args("good", model="ckpt2d"), 1, "2-D model cannot denoise"),
     ("volume-2d", _args("flat2d"), 1, "cannot denoise this 2-D volume"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,6 +274,26 @@ def test_denoise_unwritable_out_is_refused_before_the_model_is_loaded(
     finally:
         locked.chmod(0o700)
     assert forward_calls["load"] == 0
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_denoise_out_without_write_permission_is_refused_before_the_model_is_loaded(
+    capsys, tmp_path, checkpoint, forward_calls, monkeypatch, missing
+):
+    """As the previous test, for users that root is not: the permission the system
+    reports for the folder (or the folder that would hold it) is consulted."""
+    source = _volume(tmp_path / "scan.nii", _values())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == locked else access(p, mode)
+    )
+    out = locked / "new" if missing else locked
+    code, _, err = _run(capsys, source, "-o", out, "--model", checkpoint, *QUIET)
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"ndwconv: error: -o/--out {out}: ") and "not writable" in err
+    assert forward_calls["load"] == 0 and os.listdir(locked) == []
 
 
 def test_failed_denoise_leaves_no_output_folder_it_created(

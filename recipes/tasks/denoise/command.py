@@ -647,5 +647,9 @@ def _check_output(path: str, output: str, overwrite: bool) -> None:
     source, target = Path(_file_part(path)).resolve(), Path(_file_part(output))
     if target.resolve() == source:
         raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"{path}: the output {target} is a folder; remove it or choose another -o folder"
+        )
     if os.path.lexists(target) and not overwrite:
         raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
