@@ -14,6 +14,11 @@ task (see ``ndwconv.recipes.tasks.denoise.images``), with this ``[data]`` table:
     ``"holdout"`` (default): the last ``holdout`` fraction (default 0.25) of each training
     volume along spatial axis ``holdout_axis`` (default −1, the last) is set aside for
     validation and never sampled for training. Or a path / list of paths of other volumes.
+    SSIM needs 11 samples along every axis of a validation block and training patches
+    need ``patch_size``, so the hold-out axis needs ``round(holdout · n) ≥ 11`` and
+    ``n − round(holdout · n) ≥ patch_size`` (a 4-D series held out along time with the
+    defaults: 43 frames, ``volume_data.min_holdout_length``), and every other axis
+    ``max(11, patch_size)``; a shorter volume is refused before training, naming the axis.
 ``percentiles``
     ``[low, high]``, default ``[0.5, 99.5]``: each volume is mapped to [0, 1] by these
     percentiles of its intensities and clipped
