@@ -190,15 +190,17 @@ def test_older_sidecar_with_only_the_required_fields_still_loads(finished, tmp_p
     torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
 
 
-def test_learn_then_freeze_checkpoint_loads_with_its_frozen_densities(tmp_path):
+@pytest.mark.parametrize("freeze", [None, 2], ids=["learned", "learn-then-freeze"])
+def test_learned_density_checkpoint_loads_with_its_trained_or_frozen_densities(tmp_path, freeze):
     from ndwconv.recipes.engine import FreezeDensities
 
     cfg = toy_config(steps=4)
     cfg["weighted"]["density"] = "learned:0.5"
-    cfg["optim"]["density_lr"] = 0.05
-    result = fit(
-        ToyTask(cfg, "weighted"), cfg, tmp_path, progress=False, hooks=(FreezeDensities(2),)
-    )
+    cfg["optim"]["density_lr"] = 0.5
+    hooks = () if freeze is None else (FreezeDensities(freeze),)
+    result = fit(ToyTask(cfg, "weighted"), cfg, tmp_path, progress=False, hooks=hooks)
+    _, sidecar = load_checkpoint(result.checkpoint)
+    assert sidecar["densities"]["0"] != "learned:axes=0.5"  # the densities did move
     model = load_model(result.checkpoint)
     x = torch.randn(4, 1, 12)
     torch.testing.assert_close(model(x), result.model(x), rtol=0, atol=0)
@@ -517,6 +519,34 @@ def test_second_run_on_a_folder_in_use_is_refused_while_the_first_completes_inta
     _, sidecar = load_checkpoint(out / "checkpoints" / "step-00000012.json")
     assert sidecar["step"] == 12 and [h["step"] for h in sidecar["history"]] == [12]
     assert not (out / LOCK_NAME).exists()
+
+
+def test_sigterm_releases_the_run_lock_after_checkpointing(tmp_path):
+    import signal
+
+    out, started = tmp_path / "run", tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_RUN, str(out), str(started)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (out / LOCK_NAME).exists()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not (out / LOCK_NAME).exists()
+    assert list((out / "checkpoints").glob("step-*.json"))  # stopped with a checkpoint
 
 
 def _dead_pid() -> int:

@@ -211,15 +211,16 @@ def load_model(
         ) from None
     weights = model_state(tensors)
     _restore_frozen(model, weights, sidecar["densities"])
-    _check_densities(model, sidecar["densities"], where)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
+        _check_densities(model, sidecar["densities"], where)  # the likelier explanation
         message = " ".join(str(err).split())
         raise CheckpointError(
             f"checkpoint {str(found_path)!r}: the weights do not fit the model its sidecar "
             f"describes ({message[:300]})"
         ) from None
+    _check_densities(model, sidecar["densities"], where)  # learned ones as trained
     return model.to(device).eval()
 
 
