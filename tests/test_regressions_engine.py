@@ -284,6 +284,14 @@ def test_config_that_is_a_directory_is_reported_as_a_directory(tmp_path, capsys)
     assert "is a directory" in line and "no such file" not in line.lower()
 
 
+def test_builtin_config_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monkeypatch):
+    from ndwconv.recipes.engine.config import load_config
+
+    (tmp_path / "quick").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("quick")["source"] == "builtin:quick"
+
+
 def test_config_that_is_a_binary_file_names_the_file(tmp_path, capsys):
     binary = tmp_path / "model.toml"
     binary.write_bytes(bytes(range(256)) * 4)
