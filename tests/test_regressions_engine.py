@@ -315,6 +315,11 @@ def test_config_that_is_a_binary_file_names_the_file(tmp_path, capsys):
         ),
         (["--device", "tpu"], "--device 'tpu' is not a device name"),
         (["--set", "train.steps=abc"], "train.steps must be int"),
+        (["--set", "train.steps=abc", "--set", "train.steps=3"], "train.steps must be int"),
+        (
+            ["--set", "train.batch_size=-1", "--set", "train.batch_size=8"],
+            "train.batch_size must be ≥ 1",
+        ),
     ],
 )
 def test_set_override_is_validated_when_a_shorthand_flag_is_also_given(
