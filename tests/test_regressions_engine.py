@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -140,6 +141,39 @@ def test_sidecar_unknown_scheduler_key_is_refused_not_accepted_and_written_back(
         fit(ToyTask(cfg, "weighted"), cfg, run, resume=True, progress=False)
     # nothing was written back: the sidecar is as it was edited, and no new checkpoint
     assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == ["step-00000006.json"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda s: s.pop("scheduler"), "has no field 'scheduler'"),
+        (lambda s: s.pop("optimizer"), "has no field 'optimizer'"),
+        (lambda s: s["optimizer"]["state"].update(x={"step": 1}), "field 'optimizer' does not fit"),
+        (lambda s: s["scheduler"].update(last_epoch=2), "scheduler.last_epoch (2) is not"),
+        (lambda s: s["scheduler"].update(base_lrs="0.05"), "scheduler.base_lrs must be 1 number"),
+    ],
+    ids=["no-scheduler", "no-optimizer", "optimizer-index", "last-epoch", "base-lrs"],
+)
+def test_resume_from_a_sidecar_with_a_bad_trainer_state_names_the_field(
+    finished, tmp_path, edit, fragment
+):
+    run = copy_run(finished, tmp_path)
+    edit_sidecar(run, edit)
+    cfg = toy_config(steps=6)
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        fit(ToyTask(cfg, "weighted"), cfg, run, resume=True, progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == ["step-00000006.json"]
+
+
+def test_log_lines_without_an_integer_step_are_skipped(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(
+        '{"step": 1, "loss": 1.0}\n{"loss": 2.0}\n{"step": "2", "eval": {}}\n[1]\n'
+        '{"step": 3, "eval": {"a": 1.0}}\n{"step": 4, "lo',
+        "utf-8",
+    )
+    train, evals = read_log(log)
+    assert train == [{"step": 1, "loss": 1.0}] and evals == [{"step": 3, "a": 1.0}]
 
 
 @pytest.mark.parametrize("field", ["task", "step", "description", "densities"])

@@ -489,7 +489,13 @@ def _fit(
     run.scheduler = _scheduler(run.optimizer, cfg["schedule"], steps)
     if resume:
         model.load_state_dict(model_state(tensors))
-        run.optimizer.load_state_dict(optimizer_state(tensors, sidecar["optimizer"]))
+        try:
+            run.optimizer.load_state_dict(optimizer_state(tensors, sidecar["optimizer"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"resume: checkpoint sidecar {str(found.with_suffix('.json'))!r}: field "
+                f"'optimizer' does not fit this run's optimizer ({err})"
+            ) from None
         _load_scheduler(run.scheduler, sidecar["scheduler"], start, steps, found)
         history = list(sidecar.get("history", []))
         totals = {k: sidecar.get("totals", {}).get(k, v) for k, v in totals.items()}
