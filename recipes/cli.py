@@ -13,9 +13,10 @@ device, density, resume) plus the task's own (denoising: ``--ndim``, ``--noise``
 A configuration (a built-in name or a TOML file, see ``ndwconv.recipes.engine.config``)
 says which task it is for (``task = "denoise"``); giving it to another task is an error.
 Every ``--set`` override is checked, also where a shorthand flag (``--steps``,
-``--device``, ``--density``, ``--seed``, a task's own) names the same key: the two must
-agree. The output folder (``-o``/``--out``) is checked before any data or model is built,
-and it is locked while the run writes into it.
+``--device``, ``--density``, ``--seed``, a task's own) names the same key (the two must
+agree) and where a later ``--set`` of the same key wins. The output folder
+(``-o``/``--out``) is checked before any data or model is built, and it is locked while
+the run writes into it.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _config(entry: Any, args: argparse.Namespace, extra: list[tuple[str, str]]) 
 
     ``extra`` holds ``(flag, override)`` pairs of command-specific shorthands.
     """
-    from .engine.config import load_config, parse_override, validate
+    from .engine.config import apply_overrides, load_config, parse_override, validate
     from .engine.distributed import resolve_device
 
     shorthands: list[tuple[str, str]] = [
@@ -189,7 +190,13 @@ def _config(entry: Any, args: argparse.Namespace, extra: list[tuple[str, str]]) 
     if args.density is not None:
         shorthands.append(("--density", f"weighted.density={json.dumps(args.density)}"))
     shorthands += extra
-    given = {tuple(parse_override(text)[0]): text for text in args.overrides}
+    given: dict[tuple[str, ...], str] = {}
+    superseded: list[str] = []  # a repeated --set: the last one wins, each is checked
+    for text in args.overrides:
+        path = tuple(parse_override(text)[0])
+        if path in given:
+            superseded.append(given[path])
+        given[path] = text
     for flag, text in shorthands:
         path, value = parse_override(text)
         if tuple(path) in given:
@@ -209,6 +216,10 @@ def _config(entry: Any, args: argparse.Namespace, extra: list[tuple[str, str]]) 
             f"run `ndwconv {args.command} {task} --config {config['name']}`"
         )
     validate(config)
+    for text in superseded:
+        variant = apply_overrides(config, [text])
+        validate(variant)
+        entry.check_config(variant)
     return config
 
 
