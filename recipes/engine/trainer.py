@@ -97,7 +97,7 @@ from .checkpoint import (
 )
 from .config import validate
 from .distributed import Distribution, distribution, resolve_device
-from .lock import RunLock, check_output_folder
+from .lock import FolderInUseError, RunLock, check_output_folder
 from .log import append_log, plot_curves, truncate_log
 from .signals import StopRequest
 from .streams import step_seed
@@ -413,8 +413,18 @@ def fit(
     devices = []
     if cuda:
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    lock = RunLock(out) if ctx.main else contextlib.nullcontext()
-    with lock, torch.random.fork_rng(devices=devices):
+    lock, refused = RunLock(out), None
+    if ctx.main:  # rank 0 alone writes, so it alone locks; every rank learns the outcome
+        try:
+            lock.acquire()
+        except FolderInUseError as err:
+            refused = err
+    if ctx.any(refused is not None, device):
+        if refused is not None:
+            raise refused
+        raise FolderInUseError(f"run folder {str(out)!r} is in use by another run (see rank 0)")
+    with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=devices):
+        stack.callback(lock.release)
         torch.manual_seed(train["seed"])
         model = task.build_model()
         return _fit(
