@@ -12,6 +12,11 @@ device, density, resume) plus the task's own (denoising: ``--ndim``, ``--noise``
 
 A configuration (a built-in name or a TOML file, see ``ndwconv.recipes.engine.config``)
 says which task it is for (``task = "denoise"``); giving it to another task is an error.
+Every ``--set`` override is checked, also where a shorthand flag (``--steps``,
+``--device``, ``--density``, ``--seed``, a task's own) names the same key (the two must
+agree) and where a later ``--set`` of the same key wins. The output folder
+(``-o``/``--out``) is checked before any data or model is built, and it is locked while
+the run writes into it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ def _common(parser: argparse.ArgumentParser, data_help: str, out_default: str) -
         help="list the built-in configurations and exit",
     )
     parser.add_argument("--data", nargs="+", metavar="PATH", help=data_help)
-    parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")
+    parser.add_argument(
+        "-o", "--out", metavar="DIR", help=f"output folder (default: {out_default})"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -50,7 +57,13 @@ def _common(parser: argparse.ArgumentParser, data_help: str, out_default: str) -
         metavar="KEY=VALUE",
         help="override a configuration value, e.g. --set train.steps=200 (repeatable)",
     )
-    parser.add_argument("--steps", type=int, metavar="N", help="shorthand for --set train.steps=N")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="shorthand for --set train.steps=N; with --resume, a larger N extends the run "
+        "(the learning-rate schedule is laid out for the new total from the resumed step on)",
+    )
     parser.add_argument(
         "--device",
         help=f"shorthand for --set train.device=D: {DEVICE_HELP}; under torchrun each "
@@ -62,7 +75,9 @@ def _common(parser: argparse.ArgumentParser, data_help: str, out_default: str) -
         help="shorthand for --set weighted.density=SPEC (e.g. table:0.7, gaussian:1.2)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run(s) already in the output folder"
+        "--resume",
+        action="store_true",
+        help="continue the run(s) already in the output folder (to a larger --steps: extend them)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -108,8 +123,7 @@ def train_command(subparsers: argparse._SubParsersAction) -> None:
             "--method",
             choices=("standard", "weighted"),
             default="weighted",
-            help="plain convolutions, or made weighted with [weighted] density "
-            "(default: weighted)",
+            help="plain convolutions, or made weighted with [weighted] density (default: weighted)",
         )
         task_parser.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     parser.set_defaults(func=_train, command="train")
@@ -157,24 +171,63 @@ def _entry(args: argparse.Namespace) -> Any:
     return get_task(args.task)
 
 
-def _config(entry: Any, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    from .engine.config import load_config
+def _config(entry: Any, args: argparse.Namespace, extra: list[tuple[str, str]]) -> dict[str, Any]:
+    """The configuration: ``--config`` with every override applied and checked.
 
-    overrides = [*entry.overrides(args), *args.overrides]
+    ``extra`` holds ``(flag, override)`` pairs of command-specific shorthands.
+    """
+    from .engine.config import apply_overrides, load_config, parse_override, validate
+    from .engine.distributed import resolve_device
+
+    shorthands: list[tuple[str, str]] = [
+        (f"a {entry.name} flag", text) for text in entry.overrides(args)
+    ]
     if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
+        shorthands.append(("--steps", f"train.steps={args.steps}"))
     if args.device is not None:
-        overrides.append(f"train.device={json.dumps(args.device)}")
+        resolve_device(args.device, "--device")
+        shorthands.append(("--device", f"train.device={json.dumps(args.device)}"))
     if args.density is not None:
-        overrides.append(f"weighted.density={json.dumps(args.density)}")
-    config = load_config(entry.config_name(args), [*overrides, *extra])
+        shorthands.append(("--density", f"weighted.density={json.dumps(args.density)}"))
+    shorthands += extra
+    given: dict[tuple[str, ...], str] = {}
+    superseded: list[str] = []  # a repeated --set: the last one wins, each is checked
+    for text in args.overrides:
+        path = tuple(parse_override(text)[0])
+        if path in given:
+            superseded.append(given[path])
+        given[path] = text
+    for flag, text in shorthands:
+        path, value = parse_override(text)
+        if tuple(path) in given:
+            _, other = parse_override(given[tuple(path)])
+            if other != value:
+                raise ValueError(
+                    f"{'.'.join(path)} is given twice, as {value!r} ({flag}) and as {other!r} "
+                    f"(--set {given[tuple(path)]}); give it once"
+                )
+    config = load_config(
+        entry.config_name(args), [*args.overrides, *(text for _, text in shorthands)]
+    )
     task = config.get("task", entry.name)
     if task != entry.name:
         raise ValueError(
             f"configuration {config['name']!r} is for the task {task!r}, not {entry.name!r}: "
             f"run `ndwconv {args.command} {task} --config {config['name']}`"
         )
+    validate(config)
+    for text in superseded:
+        variant = apply_overrides(config, [text])
+        validate(variant)
+        entry.check_config(variant)
     return config
+
+
+def _output_folder(args: argparse.Namespace, default: str) -> Path:
+    """``-o/--out`` (or ``default``), checked before any work."""
+    from .engine.lock import check_output_folder
+
+    return check_output_folder(Path(args.out or default), "--out" if args.out else "output folder")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -184,11 +237,11 @@ def _train(args: argparse.Namespace) -> int:
     from .engine.compare import check_fit
     from .engine.trainer import fit
 
-    extra = [] if args.seed is None else [f"train.seed={args.seed}"]
+    extra = [] if args.seed is None else [("--seed", f"train.seed={args.seed}")]
     config = _config(entry, args, extra)
     entry.check_config(config)
+    out = _output_folder(args, f"runs/{entry.name}-{config['name']}-{args.method}")
     check_fit(entry, config)
-    out = Path(args.out or f"runs/{entry.name}-{config['name']}-{args.method}")
     task = entry.make(config, args.method, args.data)
     result = fit(
         task,
@@ -214,14 +267,13 @@ def _compare(args: argparse.Namespace) -> int:
         )
     from .engine.compare import compare, format_table, verdict
 
-    config = _config(entry, args, [])
-    if args.seeds is not None:
-        seeds, source = args.seeds, "--seeds"
-    else:
-        seeds, source = config.get("compare", {}).get("seeds", 1), "compare.seeds"
+    extra = [] if args.seeds is None else [("--seeds", f"compare.seeds={args.seeds}")]
+    config = _config(entry, args, extra)
+    seeds = config.get("compare", {}).get("seeds", 1)
+    source = "compare.seeds" if args.seeds is None else "--seeds"
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"{source} must be an integer ≥ 1, got {seeds!r}")
-    out = Path(args.out or f"runs/compare-{entry.name}-{config['name']}")
+    out = _output_folder(args, f"runs/compare-{entry.name}-{config['name']}")
     results = compare(
         entry, config, range(seeds), out, args.data, resume=args.resume, progress=not args.quiet
     )

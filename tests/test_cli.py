@@ -178,7 +178,8 @@ def test_density_that_does_not_fit_the_kernel_is_a_one_line_error(capsys, tmp_pa
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [
-        (["--device", "tpu"], "train.device 'tpu' is not a device name"),
+        (["--device", "tpu"], "--device 'tpu' is not a device name"),
+        (["--set", "train.device=tpu"], "train.device 'tpu' is not a device name"),
         (["--set", "data.patch_size=2000"], "patch_size"),
         (["--set", "noise.sigma=-5"], "sigma"),
         (["--seeds", "0"], "--seeds must be an integer ≥ 1"),

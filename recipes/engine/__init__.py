@@ -2,10 +2,19 @@
 seed-paired comparison. It knows nothing about images, labels or noise: a task supplies
 those (``ndwconv.recipes.engine.task``)."""
 
-from .checkpoint import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_sidecar,
+    find_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .compare import check_fit, compare, format_table, report_markdown, verdict
 from .config import builtin_configs, check_section, load_config, validate
 from .distributed import resolve_device
+from .lock import FolderInUseError, RunLock, check_output_folder
 from .task import LOSSES, METHODS, Metric, Task, loss_by_name
 from .trainer import FreezeDensities, Hook, Run, TrainResult, fit
 
@@ -13,16 +22,22 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "LOSSES",
     "METHODS",
+    "CheckpointError",
+    "FolderInUseError",
     "FreezeDensities",
     "Hook",
     "Metric",
     "Run",
+    "RunLock",
     "Task",
     "TrainResult",
     "builtin_configs",
     "check_fit",
+    "check_output_folder",
     "check_section",
+    "check_sidecar",
     "compare",
+    "find_checkpoint",
     "fit",
     "format_table",
     "latest_checkpoint",

@@ -31,6 +31,7 @@ from ndwconv.adapters.atomic import atomic_write, write_json
 
 from .config import validate
 from .distributed import resolve_device
+from .lock import RunLock, check_output_folder
 from .task import METHODS, Metric
 from .trainer import fit
 
@@ -107,9 +108,14 @@ def compare(
     Returns:
         The results (what ``results.json`` holds).
 
+    The folder ``out_dir`` is locked for the comparison's lifetime (see
+    ``ndwconv.recipes.engine.lock``): a second comparison or training run given it is
+    refused.
+
     Raises:
         ValueError: bad seeds, ``train.seed`` set in the configuration, or a configuration
             or density that does not fit (raised before any folder is written).
+        FolderInUseError: another live run holds ``out_dir``'s lock.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -121,8 +127,20 @@ def compare(
             "configuration"
         )
     check_fit(entry, config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out_dir, "out_dir")
+    with RunLock(out):
+        return _compare(entry, config, seeds, out, data, resume, progress)
+
+
+def _compare(
+    entry: Any,
+    config: Mapping[str, Any],
+    seeds: list[int],
+    out: Path,
+    data: Sequence[str] | None,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
     started = time.perf_counter()
     metrics = entry.metrics
     runs: list[dict[str, Any]] = []
@@ -403,4 +421,3 @@ def _curves_figure(
     fig.tight_layout()
     atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
     return png
-

@@ -69,13 +69,22 @@ def builtin_configs() -> dict[str, str]:
 def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     text_name = str(name_or_path)
     path = Path(text_name)
+    builtin = _configs_folder() / f"{path.name}.toml"
+    is_builtin = path.name == text_name and builtin.is_file()
+    if path.is_dir() and (path.suffix == ".toml" or not is_builtin):
+        raise IsADirectoryError(f"config {text_name!r} is a directory, not a TOML file")
     if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file {text_name!r} does not exist")
         source = str(path.resolve())
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"config file {text_name!r} is not a text file (TOML is UTF-8 text)"
+            ) from None
     else:
-        entry = _configs_folder() / f"{text_name}.toml"
+        entry = builtin
         if not entry.is_file():
             known = ", ".join(builtin_configs())
             raise ValueError(

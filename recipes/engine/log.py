@@ -27,14 +27,16 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 def _log_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log, skipping a line torn by a killed process."""
+    """The records of a JSON-lines log, skipping a line torn by a killed process (or any
+    line that is not a record with an integer ``step``)."""
     records = []
     for line in path.read_text("utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict):
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
             records.append(record)
     return records
 

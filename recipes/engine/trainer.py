@@ -15,6 +15,14 @@ the loss and the evaluation; the trainer owns everything else, configured by the
   ``ndwconv.recipes.engine.checkpoint``. ``resume=True`` continues from the newest complete
   checkpoint and, on CPU, produces bit-identical weights to a run that was never
   interrupted;
+* extending a run: resuming with a larger ``train.steps`` than the checkpoint's run
+  continues training up to the new length. The learning-rate schedule is laid out anew
+  for the new total, from the resumed step on: the rate at step ``s`` is the one a run
+  planned for the new total would have at ``s`` (cosine: ``min_lr + (lr − min_lr)·(1 +
+  cos(π·s/steps))/2``; constant and multistep schedules do not depend on the total, so
+  they simply continue). A ``train.steps`` below the checkpoint's step is an error;
+* one writer per run folder: the folder is locked for the run's lifetime
+  (``ndwconv.recipes.engine.lock``), so a second run given the same folder is refused;
 * a progress bar (loss, samples/s), ``metrics.jsonl`` (one JSON object per logged step and
   per evaluation) and ``curves.png`` (with matplotlib);
 * distribution: under ``torchrun --nproc_per_node N`` it trains with
@@ -61,8 +69,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,6 +97,7 @@ from .checkpoint import (
 )
 from .config import validate
 from .distributed import Distribution, distribution, resolve_device
+from .lock import FolderInUseError, RunLock, check_output_folder
 from .log import append_log, plot_curves, truncate_log
 from .signals import StopRequest
 from .streams import step_seed
@@ -113,7 +124,7 @@ _RESUMABLE = {
         "threads",
         "workers",
     )
-}
+} | {("train", "steps")}  # a resumed run may be extended (or shortened) to a new length
 
 
 @dataclasses.dataclass
@@ -376,17 +387,23 @@ def fit(
             read here (see ``ndwconv.recipes.engine.config.validate`` for keys and defaults).
         out_dir: output folder (created): ``checkpoints/``, ``metrics.jsonl``, ``curves.png``.
         resume: continue from the newest checkpoint in ``out_dir`` (an error if there is
-            none, or if its task, data, model or training settings differ).
+            none, or if its task, data, model or training settings differ). A
+            ``train.steps`` larger than the checkpoint's run extends it (the schedule is
+            laid out for the new total from the resumed step on); one below the
+            checkpoint's step is an error.
         progress: show a progress bar (rank 0 only).
         description: the progress bar's label.
         hooks: ``Hook`` objects called at step boundaries, in order.
 
     Returns:
         A ``TrainResult``.
+
+    Raises:
+        FolderInUseError: another live run holds ``out_dir``'s lock.
     """
     cfg = validate(config)
     train = cfg["train"]
-    out = Path(out_dir)
+    out = check_output_folder(out_dir, "out_dir")
     ctx, device_name = distribution(train["device"])
     device = resolve_device(device_name, "train.device")
     if train["threads"]:
@@ -396,7 +413,18 @@ def fit(
     devices = []
     if cuda:
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
+    lock, refused = RunLock(out), None
+    if ctx.main:  # rank 0 alone writes, so it alone locks; every rank learns the outcome
+        try:
+            lock.acquire()
+        except FolderInUseError as err:
+            refused = err
+    if ctx.any(refused is not None, device):
+        if refused is not None:
+            raise refused
+        raise FolderInUseError(f"run folder {str(out)!r} is in use by another run (see rank 0)")
+    with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=devices):
+        stack.callback(lock.release)
         torch.manual_seed(train["seed"])
         model = task.build_model()
         return _fit(
@@ -445,7 +473,18 @@ def _fit(
                 f"resume: the run differs from the checkpoint's ({found.name}) in: "
                 + "; ".join(diffs)
             )
-        start = int(sidecar["step"])
+        start = sidecar["step"]
+        if start > steps:
+            raise ValueError(
+                f"resume: train.steps ({steps}) is below the step of the checkpoint "
+                f"{found.name} ({start}); give --steps {start} or more"
+            )
+        for field in ("config", "scheduler", "optimizer"):
+            if field not in sidecar:
+                raise ValueError(
+                    f"resume: checkpoint sidecar {str(found.with_suffix('.json'))!r} has no "
+                    f"field {field!r}: it was not written by the trainer"
+                )
     elif found is not None:
         raise FileExistsError(
             f"{str(out)!r} already holds a run: resume it (--resume, or resume=True) or "
@@ -460,8 +499,14 @@ def _fit(
     run.scheduler = _scheduler(run.optimizer, cfg["schedule"], steps)
     if resume:
         model.load_state_dict(model_state(tensors))
-        run.optimizer.load_state_dict(optimizer_state(tensors, sidecar["optimizer"]))
-        run.scheduler.load_state_dict(sidecar["scheduler"])
+        try:
+            run.optimizer.load_state_dict(optimizer_state(tensors, sidecar["optimizer"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"resume: checkpoint sidecar {str(found.with_suffix('.json'))!r}: field "
+                f"'optimizer' does not fit this run's optimizer ({err})"
+            ) from None
+        _load_scheduler(run.scheduler, sidecar["scheduler"], start, steps, found)
         history = list(sidecar.get("history", []))
         totals = {k: sidecar.get("totals", {}).get(k, v) for k, v in totals.items()}
 
@@ -611,6 +656,62 @@ def _fit(
         samples_per_second=totals["samples"] / seconds if seconds > 0 else 0.0,
         checkpoint=final,
     )
+
+
+def _load_scheduler(
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    saved: Mapping[str, Any],
+    step: int,
+    steps: int,
+    found: Path,
+) -> None:
+    """Load a checkpoint's scheduler state, checked, laid out for ``steps`` in total.
+
+    Raises:
+        ValueError: a key this scheduler does not have, or a state that contradicts the
+            checkpoint's step (each named).
+    """
+    where = f"resume: checkpoint sidecar {str(found.with_suffix('.json'))!r}"
+    expected = _scheduler_state(scheduler)
+    unknown = sorted(set(saved) - set(expected))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(f'scheduler.{k}' for k in unknown)} for a "
+            f"{type(scheduler).__name__} (known: {', '.join(sorted(expected))})"
+        )
+    missing = sorted({"last_epoch", "base_lrs", "_last_lr"} - set(saved))
+    if missing:
+        raise ValueError(f"{where}: field scheduler.{missing[0]} is missing")
+    if saved["last_epoch"] != step:
+        raise ValueError(
+            f"{where}: field scheduler.last_epoch ({saved['last_epoch']!r}) is not the "
+            f"checkpoint's step ({step})"
+        )
+    groups = len(scheduler.optimizer.param_groups)
+    for key in ("base_lrs", "_last_lr"):
+        values = saved[key]
+        if not (
+            isinstance(values, list)
+            and len(values) == groups
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            raise ValueError(f"{where}: field scheduler.{key} must be {groups} number(s)")
+    state = dict(saved)
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        state["T_max"] = steps  # laid out for the run's (possibly new) length
+    scheduler.load_state_dict(state)
+    if (
+        isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+        and saved.get("T_max") != steps
+    ):
+        eta_min = scheduler.eta_min
+        rates = [
+            eta_min + (base - eta_min) * (1 + math.cos(math.pi * step / steps)) / 2
+            for base in scheduler.base_lrs
+        ]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # type: ignore[attr-defined]
 
 
 def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:

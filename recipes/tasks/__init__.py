@@ -30,8 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.checkpoint import load_checkpoint, model_state
-from ..engine.task import Metric, Task
+import ndwconv
+
+from ..engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, model_state
+from ..engine.task import METHODS, Metric, Task
 
 __all__ = [
     "TaskEntry",
@@ -165,13 +167,16 @@ def get_task(name: str) -> TaskEntry:
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", *, task: str | None = None
 ) -> nn.Module:
-    """Rebuild a trained model from a checkpoint (``.safetensors`` or its ``.json``).
+    """Rebuild a trained model from a checkpoint.
 
     The architecture comes from the sidecar's task and description, through this
     registry, the weights from safetensors; nothing in the files is executed or imported.
+    The rebuilt model is checked against the sidecar: its weighted layers and their
+    densities must be those the sidecar recorded (``densities``), so an edited
+    ``description`` cannot silently change the model.
 
     Args:
-        path: either file of the checkpoint.
+        path: either file of the checkpoint, or a run folder (its newest checkpoint).
         device: where the model goes.
         task: if given, the checkpoint must be of this task.
 
@@ -179,15 +184,93 @@ def load_model(
         The model, in eval mode, on ``device``.
 
     Raises:
-        FileNotFoundError: a file of the pair is missing.
-        ValueError: not an ndwconv checkpoint, of a task that is not registered, or not of
-            ``task``.
+        FileNotFoundError: a file of the pair is missing, or a run folder without a
+            checkpoint.
+        ValueError: not an ndwconv checkpoint, a sidecar that does not fit its schema or
+            the model it describes, of a task that is not registered, or not of ``task``
+            (``CheckpointError``, naming the file and the field).
     """
-    tensors, sidecar = load_checkpoint(path)
-    found = str(sidecar.get("task"))
+    found_path = find_checkpoint(path)
+    tensors, sidecar = load_checkpoint(found_path)
+    where = f"checkpoint sidecar {str(found_path.with_suffix('.json'))!r}"
+    found = sidecar["task"]
     if task is not None and found != task:
-        raise ValueError(f"{str(path)!r} is a {found!r} checkpoint, not {task}")
+        raise CheckpointError(f"{str(path)!r} is a {found!r} checkpoint, not {task}")
     entry = get_task(found)
-    model = entry.model_from_description(sidecar["description"])
-    model.load_state_dict(model_state(tensors))
+    description = sidecar["description"]
+    if "method" in description and description["method"] not in METHODS:
+        raise CheckpointError(
+            f"{where}: field 'description.method' must be one of {', '.join(METHODS)}, "
+            f"got {description['method']!r}"
+        )
+    try:
+        model = entry.model_from_description(description)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(
+            f"{where}: field 'description' does not describe a model: {err}"
+        ) from None
+    weights = model_state(tensors)
+    _restore_frozen(model, weights, sidecar["densities"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        _check_densities(model, sidecar["densities"], where)  # the likelier explanation
+        message = " ".join(str(err).split())
+        raise CheckpointError(
+            f"checkpoint {str(found_path)!r}: the weights do not fit the model its sidecar "
+            f"describes ({message[:300]})"
+        ) from None
+    _check_densities(model, sidecar["densities"], where)  # learned ones as trained
     return model.to(device).eval()
+
+
+def _restore_frozen(model: nn.Module, weights: Mapping[str, Any], recorded: dict[str, str]) -> None:
+    """Learned densities frozen during training (learn-then-freeze): the description
+    names the learned density the run started from, the weights hold no learned density
+    and the sidecar records the frozen tables; rebuild those."""
+    learned = [
+        (name, layer)
+        for name, layer in ndwconv.weighted_layers(model)
+        if any(k.startswith(f"{name}.phi." if name else "phi.") for k in model.state_dict())
+    ]
+    if not learned or any(
+        k.startswith(f"{name}.phi." if name else "phi.") for name, _ in learned for k in weights
+    ):
+        return
+    ndwconv.freeze(model, inplace=True)
+    for name, layer in learned:
+        spec = recorded.get(name or "<root>")
+        if spec is not None:
+            layer.set_density(spec)
+
+
+def _check_densities(model: nn.Module, recorded: dict[str, str], where: str) -> None:
+    """The rebuilt model's weighted layers and densities must be those recorded."""
+    built = {name or "<root>": str(layer.density) for name, layer in ndwconv.weighted_layers(model)}
+    if set(built) != set(recorded):
+        missing = sorted(set(recorded) - set(built))
+        extra = sorted(set(built) - set(recorded))
+        detail = []
+        if missing:
+            detail.append(f"recorded but not rebuilt: {', '.join(missing[:5])}")
+        if extra:
+            detail.append(f"rebuilt but not recorded: {', '.join(extra[:5])}")
+        raise CheckpointError(
+            f"{where}: field 'densities' records other weighted layers than the model its "
+            f"'description' builds ({'; '.join(detail)}): was 'description.method' edited?"
+        )
+    for name, spec in recorded.items():
+        if _canonical(spec) != _canonical(built[name]):
+            raise CheckpointError(
+                f"{where}: field 'densities' records {spec!r} for layer {name!r} but the "
+                f"model its 'description' builds has {built[name]!r}: was "
+                "'description.density' edited?"
+            )
+
+
+def _canonical(spec: str) -> str:
+    """A density spec in its canonical spelling (as the layer would print it)."""
+    try:
+        return str(ndwconv.as_density(spec))
+    except (ValueError, TypeError):
+        return spec

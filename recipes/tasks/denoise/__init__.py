@@ -95,15 +95,68 @@ def build_model(config: Mapping[str, Any], method: str) -> nn.Module:
     return build_denoiser(model, method, density)
 
 
+# What a checkpoint's description may ask to build, checked before anything is allocated.
+MAX_MODEL_SIZE = {"ndim": 4, "kernel_size": 15, "depth": 512, "width": 2048, "channels": 64}
+MAX_SIZE = 2048
+"""Bound on any other integer of a described ``[model]`` table (e.g. NAFNet's widths)."""
+MAX_PARAMETERS = 1_000_000_000
+"""Bound on a described DnCNN's parameter count (≈ width² · depth · kernel_size^ndim)."""
+
+
+def _check_model_size(model: Mapping[str, Any]) -> None:
+    """Refuse a described model too large to be a real checkpoint's, before building it."""
+
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, int):
+            bound = MAX_MODEL_SIZE.get(key, MAX_SIZE)
+            if not 0 <= value <= bound:
+                raise ValueError(f"model.{key} = {value} is outside [0, {bound}]")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                check(key, item)
+
+    for key, value in model.items():
+        check(key, value)
+
+    def number(key: str, default: int) -> int:
+        value = model.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    width, depth = number("width", 64), number("depth", 17)
+    kernel, ndim = number("kernel_size", 3), number("ndim", 2)
+    estimate = width * width * depth * kernel**ndim
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(
+            f"model.width {width}, model.depth {depth}, model.kernel_size {kernel} and "
+            f"model.ndim {ndim} would make about {estimate:.2g} parameters (more than "
+            f"{MAX_PARAMETERS:.0e})"
+        )
+
+
 def model_from_description(description: Mapping[str, Any]) -> nn.Module:
-    """The untrained network a checkpoint sidecar's ``description`` records."""
+    """The untrained network a checkpoint sidecar's ``description`` records.
+
+    The sizes it asks for are bounded (``MAX_MODEL_SIZE``, ``MAX_PARAMETERS``) before
+    anything is allocated.
+
+    Raises:
+        ValueError: a field is missing or of the wrong type, or the model is too large.
+    """
     try:
         model = dict(description["model"])
         method, density = description["method"], description.get("density")
     except (KeyError, TypeError) as err:
         raise ValueError(f"not a denoising checkpoint description (missing {err})") from None
+    if not isinstance(model.get("name"), str):
+        raise ValueError(f"model.name must be a model name, got {model.get('name')!r}")
+    if density is not None and not isinstance(density, str):
+        raise ValueError(f"density must be a density spec string, got {density!r}")
     if "channels" not in model and not model.get("ndim", 2) >= 3:
-        model["channels"] = description.get("data", {}).get("channels", 1)
+        data = description.get("data", {})
+        model["channels"] = data.get("channels", 1) if isinstance(data, dict) else 1
+    _check_model_size(model)
     return build_denoiser(model, method, density)
 
 
