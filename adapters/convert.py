@@ -42,10 +42,10 @@ def _int_limits(dtype: np.dtype) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def _float_bound(value: int, towards_zero: bool) -> float:
+def _float_bound(value: int) -> float:
     """``value`` as a float64 that does not lie beyond it (2**63 - 1 gives 2**63 - 1024)."""
     bound = float(value)
-    if towards_zero and abs(bound) > abs(value):
+    if abs(bound) > abs(value):
         bound = float(np.nextafter(bound, 0.0))
     return bound
 
@@ -86,7 +86,8 @@ def to_dtype(
     if dtype.kind == "f":
         if values.dtype == dtype:
             return values
-        result = values.astype(dtype)
+        with np.errstate(over="ignore"):  # overflow is counted and reported below
+            result = values.astype(dtype)
         if values.dtype.kind == "f" and np.finfo(values.dtype).max <= np.finfo(dtype).max:
             return result  # a wider float: nothing can overflow
         if values.dtype.kind in "iu" and np.iinfo(values.dtype).max <= np.finfo(dtype).max:
@@ -122,5 +123,11 @@ def to_dtype(
             )
         work = np.nan_to_num(work, nan=0.0, posinf=hi, neginf=lo)
     np.rint(work, out=work)
-    np.clip(work, _float_bound(lo, True), _float_bound(hi, True), out=work)
-    return work.astype(dtype)
+    lo_f, hi_f = _float_bound(lo), _float_bound(hi)
+    if lo_f == lo and hi_f == hi:  # every integer dtype up to 32 bits
+        return np.clip(work, lo_f, hi_f, out=work).astype(dtype)
+    # 64-bit limits have no float64: clip to the nearest float inside, then set the limits
+    over, under = work > hi_f, work < lo_f
+    result = np.clip(work, lo_f, hi_f, out=work).astype(dtype)
+    result[over], result[under] = hi, lo
+    return result
