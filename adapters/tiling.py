@@ -276,7 +276,8 @@ def sliding_window(
         margin: voxels per axis discarded at each tile face that lies inside the volume,
             for predictors whose outputs near the tile edge are spoiled by their own
             padding. Discarded voxels of a prediction are never read (not even multiplied
-            by 0), so NaN or inf there cannot reach the output. Needs ``2 · margin ≤ overlap`` voxels so every voxel stays covered.
+            by 0), so NaN or inf there cannot reach the output. Needs
+            ``2 · margin ≤ overlap`` voxels so every voxel stays covered.
             With ``margin ≥`` the receptive radius, a convolution's tiled output equals its
             whole-volume output (faces on the volume border are kept).
 
@@ -483,7 +484,10 @@ def sliding_window(
                 (a0, b0), rest_ranges = ranges[0], ranges[1:]
                 local = (
                     slice(start[0] - lo + a0, start[0] - lo + b0),
-                    *(slice(s + a, s + b) for s, (a, b) in zip(start[1:], rest_ranges, strict=True)),
+                    *(
+                        slice(s + a, s + b)
+                        for s, (a, b) in zip(start[1:], rest_ranges, strict=True)
+                    ),
                 )
                 crop = (slice(None), *(slice(a, b) for a, b in ranges))
                 size = tuple(b - a for a, b in ranges)

@@ -209,8 +209,7 @@ class Volume:
         if np.issubdtype(self.dtype, np.integer) and self.scl_slope is None:
             return
         count = sum(
-            int(np.count_nonzero(~np.isfinite(self.read(index))))
-            for index in range(self.shape[0])
+            int(np.count_nonzero(~np.isfinite(self.read(index)))) for index in range(self.shape[0])
         )
         if count:
             raise ValueError(f"{self.source or 'volume'}: {count} non-finite (NaN/inf) voxels")
@@ -561,8 +560,12 @@ def _stored_values(volume: Volume) -> np.ndarray:
 
 
 def _write_nifti(
-    tmp: str, raw: np.ndarray, volume: Volume | None, template: Volume | None,
-    slope: float | None, inter: float | None,
+    tmp: str,
+    raw: np.ndarray,
+    volume: Volume | None,
+    template: Volume | None,
+    slope: float | None,
+    inter: float | None,
 ) -> None:
     nib = _import_nibabel()
     source = template if template is not None else volume
@@ -594,8 +597,9 @@ def _write_hdf5(
     source = template if template is not None else volume
     with h5py.File(tmp, "w") as handle:
         if isinstance(raw, np.memmap):  # written slab by slab
-            node = handle.create_dataset(dataset, shape=raw.shape, dtype=raw.dtype,
-                                         chunks=True if raw.ndim else None)
+            node = handle.create_dataset(
+                dataset, shape=raw.shape, dtype=raw.dtype, chunks=True if raw.ndim else None
+            )
             for rows in _row_chunks(raw):
                 node[rows] = np.asarray(raw[rows])
         else:

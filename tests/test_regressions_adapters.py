@@ -110,7 +110,12 @@ def test_tiler_margin_nonfinite_in_discarded_voxels_does_not_reach_output(shape,
     source = np.stack([data, border])
     margin = 1
     got = sliding_window(
-        _poison_inner_faces(margin, bad), source, 6, overlap=3, margin=margin, blend=blend,
+        _poison_inner_faces(margin, bad),
+        source,
+        6,
+        overlap=3,
+        margin=margin,
+        blend=blend,
         progress=False,
     )
     np.testing.assert_array_equal(got[0], data)
@@ -150,8 +155,11 @@ def test_sliding_window_out_in_read_only_hdf5_file_refused_before_predicting(tmp
     with h5py.File(path, "r") as handle:
         with pytest.raises(ValueError, match="out is read-only"):
             sliding_window(
-                lambda x: calls.append(1) or x, np.zeros((1, 8, 8), np.float32), 4,
-                out=handle["y"], progress=False,
+                lambda x: calls.append(1) or x,
+                np.zeros((1, 8, 8), np.float32),
+                4,
+                out=handle["y"],
+                progress=False,
             )
     assert calls == []
 
@@ -256,7 +264,7 @@ def test_corrupt_byte_in_nii_gz_stream_is_an_error(tmp_path):
     # literals, so the stream may still decode, to wrong bytes)
     blob[len(blob) // 2] ^= 0x10
     path.write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match="scan.nii.gz"):
+    with pytest.raises(ValueError, match=r"scan\.nii\.gz"):
         volumes.load(path)
 
 
@@ -267,7 +275,7 @@ def test_bad_crc_in_nii_gz_trailer_is_an_error(tmp_path):
     path.write_bytes(bytes(blob))
     with gzip.open(path) as stream, pytest.raises(gzip.BadGzipFile):
         stream.read()  # the file is really corrupt
-    with pytest.raises(ValueError, match="scan.nii.gz"):
+    with pytest.raises(ValueError, match=r"scan\.nii\.gz"):
         volumes.load(path)
 
 
@@ -275,14 +283,14 @@ def test_rgb_nifti_refused_at_load(tmp_path):
     rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     path = tmp_path / "rgb.nii"
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), path)
-    with pytest.raises(ValueError, match="rgb.nii.*not real numbers"):
+    with pytest.raises(ValueError, match=r"rgb\.nii.*not real numbers"):
         volumes.load(path)
 
 
 def test_complex_nifti_refused_at_load(tmp_path):
     path = tmp_path / "complex.nii"
     nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.complex64), np.eye(4)), path)
-    with pytest.raises(ValueError, match="complex.nii.*not real numbers"):
+    with pytest.raises(ValueError, match=r"complex\.nii.*not real numbers"):
         volumes.load(path)
 
 
@@ -299,7 +307,7 @@ def test_non_numeric_hdf5_dataset_refused_at_load(tmp_path, data):
     path = tmp_path / "odd.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("x", data=data)
-    with pytest.raises(ValueError, match="odd.h5:/x.*not real numbers"):
+    with pytest.raises(ValueError, match=r"odd\.h5:/x.*not real numbers"):
         volumes.load(path)
 
 
@@ -315,7 +323,7 @@ def test_folder_given_as_volume_file_reported_as_folder(tmp_path, target):
 
 def test_save_into_missing_folder_names_the_target(tmp_path):
     target = tmp_path / "missing" / "out.nii.gz"
-    with pytest.raises(FileNotFoundError, match="out.nii.gz") as info:
+    with pytest.raises(FileNotFoundError, match=r"out\.nii\.gz") as info:
         volumes.save(np.zeros((2, 2, 2), np.float32), target)
     assert ".tmp" not in str(info.value) and "ndwtmp" not in str(info.value)
 
@@ -338,7 +346,7 @@ def test_save_into_read_only_folder_names_the_target(tmp_path):
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(PermissionError, match="out.nii.gz"):
+        with pytest.raises(PermissionError, match=r"out\.nii\.gz"):
             volumes.save(np.zeros((2, 2, 2), np.float32), folder / "out.nii.gz")
     finally:
         folder.chmod(0o700)
