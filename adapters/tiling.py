@@ -390,6 +390,16 @@ def sliding_window(
     # same-dtype multiply-add is vectorised, a mixed-dtype one is not), one per kept shape
     promoted: dict[tuple[int, ...], torch.Tensor] = {}
     rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
+    wide = False  # a float64 prediction was seen: its values may lie beyond float32's range
+
+    def check_float32(rounded: torch.Tensor, rows: int) -> None:
+        """Refuse finite float64 values that became infinite in float32."""
+        overflow = int((torch.isinf(rounded) & torch.isfinite(num[:, :rows])).sum())
+        if overflow:
+            raise ValueError(
+                f"out: {overflow} values lie beyond the range of float32 "
+                f"(±{np.finfo(np.float32).max:g}) and would become infinite"
+            )
 
     def flush(rows: int, last: bool = False) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
@@ -397,9 +407,14 @@ def sliding_window(
         dtype = np.dtype(getattr(out, "dtype", np.float32))
         rows_out = (slice(None), slice(lo, lo + rows))
         if own_out:  # our own float32 ``out``: rounded in place, once
-            torch.from_numpy(out[rows_out]).copy_(num[:, :rows])
+            rounded = torch.from_numpy(out[rows_out]).copy_(num[:, :rows])
+            if wide:
+                check_float32(rounded, rows)
         elif dtype == np.float32:
-            out[rows_out] = rows32[:, :rows].copy_(num[:, :rows]).numpy()
+            rounded = rows32[:, :rows].copy_(num[:, :rows])
+            if wide:
+                check_float32(rounded, rows)
+            out[rows_out] = rounded.numpy()
         else:  # rounded once to ``out``'s dtype (integers: to nearest, clipped)
             out[rows_out] = to_dtype(num[:, :rows].numpy(), dtype, name="out")
         lo += rows
@@ -415,6 +430,12 @@ def sliding_window(
 
     # in-memory sources are sliced tile by tile (views); others are read a slab at a time
     in_memory = isinstance(source, (np.ndarray, torch.Tensor))
+    if isinstance(source, torch.Tensor):
+        real = not source.is_complex()
+    else:
+        real = np.dtype(getattr(source, "dtype", np.float32)).kind in "biuf"
+    if not real:
+        raise TypeError(f"source has dtype {source.dtype}; it must hold real numbers")
     reader = None if in_memory else _SlabReader(source, extent[0])
 
     inputs: torch.Tensor | None = None
@@ -475,6 +496,7 @@ def sliding_window(
                     "an earlier batch: C_out must not change between batches"
                 )
             prediction = prediction.detach().to("cpu")
+            wide = wide or prediction.dtype == torch.float64
             if prediction.dtype not in (torch.float32, torch.float64):
                 prediction = prediction.to(torch.float64)  # exact for float16/bfloat16/ints
             for start, pred in zip(batch, prediction, strict=True):

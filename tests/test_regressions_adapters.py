@@ -447,3 +447,18 @@ def test_sliding_window_torch_out_is_refused():
         sliding_window(
             identity, np.zeros((1, 6, 6), np.float32), 4, out=torch.zeros(1, 6, 6), progress=False
         )
+
+
+def test_sliding_window_float64_prediction_overflowing_float32_out_is_an_error():
+    x = np.ones((1, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        sliding_window(lambda t: t.double() * 1e300, x, 4, overlap=0.5, progress=False)
+    out = np.zeros(x.shape, np.float32)
+    with pytest.raises(ValueError, match="out"):
+        sliding_window(lambda t: t.double() * 1e300, x, 4, overlap=0.5, out=out, progress=False)
+
+
+@pytest.mark.parametrize("source", [np.ones((1, 6, 6), np.complex64), torch.ones(1, 6, 6).cfloat()])
+def test_sliding_window_complex_source_is_refused(source):
+    with pytest.raises(TypeError, match="complex"):
+        sliding_window(identity, source, 4, progress=False)
