@@ -45,6 +45,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,6 +366,13 @@ def _load_hdf5(file: str, dataset: str | None) -> Volume:
         _check_voxel_dtype(node.dtype, f"{file}:{node.name}")
         attrs = dict(node.attrs)
         source = f"{file}:{node.name}"
+        scaling = [key for key in _HDF5_SCALING if key in attrs]
+        if scaling:
+            warnings.warn(
+                f"{source}: attribute(s) {', '.join(scaling)} are not applied; voxels are read "
+                "and written as stored",
+                stacklevel=3,
+            )
         volume = Volume(
             data=node,
             affine=attrs.get("affine"),
@@ -379,6 +387,10 @@ def _load_hdf5(file: str, dataset: str | None) -> Volume:
         handle.close()
         raise
     return volume
+
+
+# attributes other tools use to scale stored values; volumes reads values as stored
+_HDF5_SCALING = ("scale_factor", "add_offset", "scl_slope", "scl_inter", "slope", "intercept")
 
 
 def _datasets(handle: Any, h5py: Any) -> list[str]:

@@ -462,3 +462,13 @@ def test_sliding_window_float64_prediction_overflowing_float32_out_is_an_error()
 def test_sliding_window_complex_source_is_refused(source):
     with pytest.raises(TypeError, match="complex"):
         sliding_window(identity, source, 4, progress=False)
+
+
+def test_hdf5_scale_attributes_are_not_silently_ignored(tmp_path):
+    path = tmp_path / "scaled.h5"
+    with h5py.File(path, "w") as handle:
+        node = handle.create_dataset("x", data=np.arange(8, dtype=np.int16).reshape(2, 2, 2))
+        node.attrs["scale_factor"] = 0.5
+        node.attrs["add_offset"] = 3.0
+    with pytest.warns(UserWarning, match="scale_factor, add_offset are not applied"):
+        volumes.load(path).close()
