@@ -20,10 +20,15 @@ the file's scaling and are None when it stores none (slope 0 or NaN, as NIfTI
 defines) or the identity (slope 1, inter 0). nibabel clears the scaling fields of the
 header it hands back, so ``Volume.header`` shows them as NaN.
 
-dtype policy of :func:`save` (the template is ``like``, else the saved Volume itself):
+dtype policy of :func:`save` (the template is ``like``, else the saved Volume itself).
+A saved :class:`Volume` is read from its stored values at full precision (never through
+float32), so ``save(volume, path, like=volume)`` writes every voxel back unchanged, for
+every dtype NIfTI and HDF5 hold. Values are converted by
+:func:`ndwconv.adapters.convert.to_dtype`, the conversion the tiler uses for its ``out``:
     ``"input"``    keep the template's on-disk dtype. Integer dtypes get values rounded
-                   to nearest and clipped to the dtype's range; if the template has
-                   scaling, values are quantised on its grid,
+                   to nearest and clipped to the dtype's range (never truncated or
+                   wrapped; a finite value beyond a float dtype's range is an
+                   error); if the template has scaling, values are quantised on its grid,
                    ``raw = clip(rint((x - inter) / slope))``, and written with the same
                    slope/inter, so data read from the template round-trips exactly.
                    Without scaling (or for float dtypes) slope/inter are reset (the file
@@ -36,6 +41,12 @@ Non-finite voxels: :func:`load` leaves the data untouched (call
 :meth:`Volume.check_finite`); :func:`save` raises ValueError with the number of
 NaN/inf values unless ``nonfinite="allow"``, in which case float dtypes store them as
 they are and integer dtypes store NaN as 0 and ±inf as the range limits.
+
+Only real numbers are volumes: RGB and complex NIfTI files and string, compound or
+complex HDF5 datasets are refused by :func:`load`. A ``.nii.gz`` is decompressed to its
+end by :func:`load` (streaming), so a damaged stream or a bad gzip CRC is an error there.
+Outputs and scratch files are written through :mod:`ndwconv.adapters.atomic`, whose
+temporaries a killed process leaves are removed by the next write of the same file.
 
 Requires the ``volumes`` extra: ``pip install "ndwconv[volumes]"``.
 """
@@ -242,16 +253,18 @@ def load(path: str | os.PathLike, ndim: int | None = None) -> Volume:
     until :meth:`Volume.close` (or use the Volume as a context manager).
 
     For NIfTI the file is checked to hold every voxel the header promises (a ``.nii.gz``
-    is decompressed once, streaming, for that) so that truncation fails here and not
-    in the middle of a run.
+    is decompressed once to its end, streaming, which also checks the gzip CRC) so that
+    truncation and corruption fail here and not in the middle of a run.
 
     Returns:
         The :class:`Volume`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unknown extension, unreadable/truncated file, missing or ambiguous
-            HDF5 dataset, or a dimensionality other than ``ndim``.
+        IsADirectoryError: the path is a folder.
+        ValueError: unknown extension, unreadable/truncated/corrupt file, missing or
+            ambiguous HDF5 dataset, voxels that are not real numbers (RGB, complex,
+            string, compound), or a dimensionality other than ``ndim``.
     """
     path = os.fspath(path)
     hdf5 = _HDF5_PATH.match(path)
@@ -445,8 +458,13 @@ def save(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: ``path`` is an input file, unknown extension, bad policy, or
-            non-finite values with ``nonfinite="raise"``.
+        FileNotFoundError, PermissionError: the output folder is missing or cannot be
+            written (the message names ``path``).
+        IsADirectoryError: ``path`` is a folder.
+        TypeError: values that are not bool, integer or float.
+        ValueError: ``path`` is an input file, unknown extension, bad policy,
+            non-finite values with ``nonfinite="raise"``, or finite values beyond the
+            range of a float output dtype.
 
     Example:
         >>> import tempfile, os
