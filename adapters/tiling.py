@@ -226,13 +226,15 @@ def sliding_window(
     ``Σ ŵ · prediction`` in float64 over a slab of ``tile[0]`` rows of the first spatial
     axis (all of the other axes); each finished row range is rounded to ``out``'s dtype
     and written once no later tile can touch it. An integer (or bool) ``out`` gets values
-    rounded to nearest and clipped to its range, the conversion ``ndwconv.adapters.volumes``
-    uses for on-disk dtypes (``ndwconv.adapters.convert.to_dtype``); a NaN or ±inf bound
-    for an integer ``out``, or a finite value beyond a float ``out``'s range (e.g. float16),
-    is a ValueError naming ``out``. A tile's weight ``w`` is a product of 1-D
-    weights, one per axis, and the tiles form a grid, so ``Σ w`` is the product of the
-    axes' 1-D sums and ``ŵ`` the product of 1-D weights each divided by its axis's sum:
-    no sum of weights is ever stored or divided by. Peak memory is therefore about
+    (first rounded to float32 when every prediction is float32, so an identity predictor
+    is exact there too) rounded to nearest and clipped to its range, the conversion
+    ``ndwconv.adapters.volumes`` uses for on-disk dtypes
+    (``ndwconv.adapters.convert.to_dtype``); a NaN or ±inf bound for an integer ``out``,
+    or a finite value beyond a float ``out``'s range (e.g. float16), is a ValueError
+    naming ``out``. A tile's weight ``w`` is a product of 1-D weights, one per axis, and
+    the tiles form a grid, so ``Σ w`` is the product of the axes' 1-D sums and ``ŵ`` the
+    product of 1-D weights each divided by its axis's sum: no sum of weights is ever
+    stored or divided by. Peak memory is therefore about
     ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes for the float64 slab (half as much
     again for a float32 row buffer when the caller gives ``out``), plus, for a source read
     by slabs, ``C · tile[0] · prod(spatial[1:])`` voxels of the source's dtype, plus one
@@ -415,8 +417,13 @@ def sliding_window(
             if wide:
                 check_float32(rounded, rows)
             out[rows_out] = rounded.numpy()
-        else:  # rounded once to ``out``'s dtype (integers: to nearest, clipped)
-            out[rows_out] = to_dtype(num[:, :rows].numpy(), dtype, name="out")
+        else:  # rounded to ``out``'s dtype (integers: to nearest, clipped)
+            values = num[:, :rows]
+            if not wide and dtype.kind in "biu":
+                # float32 predictions blend to float32 values: rounded there first, the
+                # float64 sum's last-bit error cannot move a tie such as 2.5 across it
+                values = rows32[:, :rows].copy_(values)
+            out[rows_out] = to_dtype(values.numpy(), dtype, name="out")
         lo += rows
         if last:
             return

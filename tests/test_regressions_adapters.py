@@ -472,3 +472,20 @@ def test_hdf5_scale_attributes_are_not_silently_ignored(tmp_path):
         node.attrs["add_offset"] = 3.0
     with pytest.warns(UserWarning, match="scale_factor, add_offset are not applied"):
         volumes.load(path).close()
+
+
+@pytest.mark.parametrize("kind", ["memmap", "hdf5"])
+@pytest.mark.parametrize("dtype", ["uint8", "int16"])
+def test_sliding_window_int_out_on_disk_rounds_and_clips(tmp_path, kind, dtype):
+    values = np.array([-300.5, -2.5, -0.6, 0.5, 1.5, 2.6, 254.5, 70000.0], np.float32)
+    x = np.resize(values, 1 * 8 * 6).reshape(1, 8, 6).astype(np.float32)
+    expected = _reference_round_clip(x.astype(np.float64), dtype)
+    if kind == "memmap":
+        out = np.memmap(tmp_path / "out.raw", dtype=dtype, mode="w+", shape=x.shape)
+        sliding_window(identity, x, 4, overlap=0.5, out=out, progress=False)
+        np.testing.assert_array_equal(np.asarray(out), expected)
+    else:
+        with h5py.File(tmp_path / "out.h5", "w") as handle:
+            out = handle.create_dataset("y", shape=x.shape, dtype=dtype)
+            sliding_window(identity, x, 4, overlap=0.5, out=out, progress=False)
+            np.testing.assert_array_equal(out[()], expected)
