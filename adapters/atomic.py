@@ -64,18 +64,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Remove the temporaries for ``folder/NAME`` left by killed processes on this host.
 
     Only hidden files named ``.NAME.ndwtmp-HOST-PID-…`` with this host's ``HOST`` and a
-    ``PID`` that no longer runs are removed; anything else is left alone.
+    ``PID`` that no longer runs are removed; anything else is left alone. With ``name``
+    None, the temporaries for every name in ``folder`` (e.g. for a run folder whose
+    outputs carry a new name each time, such as numbered checkpoints).
 
     Returns:
         The files removed.
     """
-    pattern = re.compile(
-        rf"^\.{re.escape(name)}\.{_MARKER}-{re.escape(_host())}-(?P<pid>\d+)-[A-Za-z0-9_]+(\..*)?$"
-    )
+    target = ".+" if name is None else re.escape(name)
+    host = re.escape(_host())
+    pattern = re.compile(rf"^\.{target}\.{_MARKER}-{host}-(?P<pid>\d+)-[A-Za-z0-9_]+(\..*)?$")
     removed = []
     try:
         entries = list(os.scandir(folder))

@@ -489,3 +489,19 @@ def test_sliding_window_int_out_on_disk_rounds_and_clips(tmp_path, kind, dtype):
             out = handle.create_dataset("y", shape=x.shape, dtype=dtype)
             sliding_window(identity, x, 4, overlap=0.5, out=out, progress=False)
             np.testing.assert_array_equal(out[()], expected)
+
+
+def test_stale_temporaries_of_every_name_can_be_removed_from_a_run_folder(tmp_path):
+    from ndwconv.adapters.atomic import remove_stale_temporaries
+
+    dead = _dead_pid()
+    stale = [
+        f".step-00000004.safetensors.ndwtmp-{_host()}-{dead}-abcdefgh.tmp",
+        f".step-00000004.json.ndwtmp-{_host()}-{dead}-ijklmnop.tmp",
+    ]
+    kept = [f".step-00000006.json.ndwtmp-{_host()}-{os.getpid()}-abcdefgh.tmp", ".hidden"]
+    for entry in stale + kept:
+        (tmp_path / entry).write_bytes(b"x")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
