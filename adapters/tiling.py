@@ -27,6 +27,8 @@ import torch
 
 from ndwconv.progress import progress_bar
 
+from .convert import check_target_dtype, to_dtype
+
 __all__ = ["sliding_window", "tile_starts"]
 
 _BLENDS = ("gaussian", "constant")
@@ -96,23 +98,33 @@ def tile_starts(size: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _axis_weight(
-    tile: int, extent: int, margin: int, first: bool, last: bool, blend: str
-) -> np.ndarray:
-    """1-D weight of one axis of one tile: Gaussian or ones, times the margin mask."""
+def _kept(extent: int, margin: int, first: bool, last: bool) -> tuple[int, int]:
+    """``[a, b)``: the part of one axis of a tile that is kept, without its inner margins."""
+    return (0 if first else margin), (extent if last else extent - margin)
+
+
+def _axis_weight(tile: int, extent: int, kept: tuple[int, int], blend: str) -> np.ndarray:
+    """1-D weight of the kept part ``[a, b)`` of one axis of one tile: Gaussian or ones."""
     if blend == "gaussian":
         sigma = tile / 8.0  # σ = tile/8 as in MONAI (sigma_scale=0.125)
         x = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
         weight = np.maximum(np.exp(-0.5 * (x / sigma) ** 2), _MIN_GAUSSIAN_WEIGHT)
     else:
         weight = np.ones(tile, dtype=np.float64)
-    weight = weight[:extent].copy()
-    if margin:
-        if not first:
-            weight[:margin] = 0.0
-        if not last:
-            weight[extent - margin :] = 0.0
-    return weight
+    return weight[:extent][kept[0] : kept[1]].copy()
+
+
+def _check_out(out: Any) -> None:
+    """Refuse an ``out`` that cannot be written or cannot hold the values, before any work."""
+    if isinstance(out, torch.Tensor):
+        raise TypeError("out must be a NumPy array, np.memmap or h5py dataset, not a torch.Tensor")
+    check_target_dtype(np.dtype(getattr(out, "dtype", np.float32)), "out")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is read-only (a NumPy array or memmap that cannot be written)")
+    file = getattr(out, "file", None)
+    if file is not None and getattr(file, "mode", None) == "r":
+        name = getattr(file, "filename", "")
+        raise ValueError(f"out is read-only: its file {name!r} is open for reading only")
 
 
 def _read_tile(source: Any, slices: tuple[slice, ...], dest: torch.Tensor) -> None:
@@ -213,10 +225,16 @@ def sliding_window(
     Predictions are blended with normalised weights ``ŵ = w / Σ w`` and accumulated as
     ``Σ ŵ · prediction`` in float64 over a slab of ``tile[0]`` rows of the first spatial
     axis (all of the other axes); each finished row range is rounded to ``out``'s dtype
-    and written once no later tile can touch it. A tile's weight ``w`` is a product of 1-D
-    weights, one per axis, and the tiles form a grid, so ``Σ w`` is the product of the
-    axes' 1-D sums and ``ŵ`` the product of 1-D weights each divided by its axis's sum:
-    no sum of weights is ever stored or divided by. Peak memory is therefore about
+    and written once no later tile can touch it. An integer (or bool) ``out`` gets values
+    (first rounded to float32 when every prediction is float32, so an identity predictor
+    is exact there too) rounded to nearest and clipped to its range, the conversion
+    ``ndwconv.adapters.volumes`` uses for on-disk dtypes
+    (``ndwconv.adapters.convert.to_dtype``); a NaN or ±inf bound for an integer ``out``,
+    or a finite value beyond a float ``out``'s range (e.g. float16), is a ValueError
+    naming ``out``. A tile's weight ``w`` is a product of 1-D weights, one per axis, and
+    the tiles form a grid, so ``Σ w`` is the product of the axes' 1-D sums and ``ŵ`` the
+    product of 1-D weights each divided by its axis's sum: no sum of weights is ever
+    stored or divided by. Peak memory is therefore about
     ``8 · C_out · tile[0] · prod(spatial[1:])`` bytes for the float64 slab (half as much
     again for a float32 row buffer when the caller gives ``out``), plus, for a source read
     by slabs, ``C · tile[0] · prod(spatial[1:])`` voxels of the source's dtype, plus one
@@ -251,14 +269,17 @@ def sliding_window(
         blend: ``"gaussian"`` (separable Gaussian, σ = tile/8 per axis, peak 1, each axis
             floored at 1e-3) or ``"constant"`` (all weights 1).
         batch_size: number of tiles per predictor call.
-        out: writable ``(C_out, *spatial)`` array-like (NumPy, memmap, h5py dataset);
-            ``None`` allocates a NumPy float32 array.
+        out: writable ``(C_out, *spatial)`` array-like (NumPy, memmap, h5py dataset) of a
+            bool, integer or float dtype; ``None`` allocates a NumPy float32 array. It is
+            checked (shape, dtype, writable) before anything is predicted.
         device: device the tile batches are moved to.
         progress: show a tqdm progress bar over tiles.
         out_channels: expected ``C_out``; by default taken from the first prediction.
-        margin: voxels per axis discarded (weight 0) at each tile face that lies inside the
-            volume, for predictors whose outputs near the tile edge are spoiled by their
-            own padding. Needs ``2 · margin ≤ overlap`` voxels so every voxel stays covered.
+        margin: voxels per axis discarded at each tile face that lies inside the volume,
+            for predictors whose outputs near the tile edge are spoiled by their own
+            padding. Discarded voxels of a prediction are never read (not even multiplied
+            by 0), so NaN or inf there cannot reach the output. Needs
+            ``2 · margin ≤ overlap`` voxels so every voxel stays covered.
             With ``margin ≥`` the receptive radius, a convolution's tiled output equals its
             whole-volume output (faces on the volume border are kept).
 
@@ -267,9 +288,11 @@ def sliding_window(
 
     Raises:
         ValueError: a bad ``tile``, ``overlap``, ``blend``, ``batch_size``, ``margin``,
-            ``out_channels``, a ``source`` without spatial dims, an ``out`` of the wrong
-            shape, or a prediction of the wrong shape.
-        TypeError: an ``overlap`` that is neither float nor int.
+            ``out_channels``, a ``source`` without spatial dims or with an axis of length
+            0, an ``out`` of the wrong shape or read-only, a prediction of the wrong shape
+            or whose channel count changes between batches, or values ``out`` cannot hold.
+        TypeError: an ``overlap`` that is neither float nor int, an ``out`` whose dtype
+            is not bool, integer or float, or a prediction that is not a torch.Tensor.
 
     Example:
         >>> volume = np.arange(2 * 7 * 5, dtype=np.float32).reshape(2, 7, 5)
@@ -282,6 +305,8 @@ def sliding_window(
         raise ValueError(f"source must have shape (C, *spatial) with >= 1 spatial dim, got {shape}")
     spatial = shape[1:]
     ndim = len(spatial)
+    if 0 in shape:
+        raise ValueError(f"source has an axis of length 0: shape {shape} (C, *spatial)")
     tile = _check_ints(_per_axis(tile, ndim, "tile"), "tile", 1)
     overlap_voxels = _overlap_voxels(overlap, tile)
     if blend not in _BLENDS:
@@ -302,6 +327,7 @@ def sliding_window(
                 f"out has shape {out_shape}, expected (C_out, *spatial) with C_out = "
                 f"{out_channels or 'any'} and spatial = {spatial}"
             )
+        _check_out(out)
 
     extent = tuple(min(t, s) for t, s in zip(tile, spatial, strict=True))
     steps = tuple(t - ov for t, ov in zip(tile, overlap_voxels, strict=True))
@@ -310,15 +336,21 @@ def sliding_window(
 
     # 1-D weights per axis for a tile that starts at ``s``; a tile's weight is their outer
     # product, and the weights summed over all tiles are the outer product of ``sums``.
-    def axis_weight(axis: int, s: int) -> np.ndarray:
+    # Only the kept part of a tile (without the margins inside the volume) is weighted and
+    # read: discarded voxels of a prediction are sliced away, never multiplied by 0.
+    def kept(axis: int, s: int) -> tuple[int, int]:
         first, last = s == 0, s + extent[axis] == spatial[axis]
-        return _axis_weight(tile[axis], extent[axis], margin[axis], first, last, blend)
+        return _kept(extent[axis], margin[axis], first, last)
+
+    def axis_weight(axis: int, s: int) -> np.ndarray:
+        return _axis_weight(tile[axis], extent[axis], kept(axis, s), blend)
 
     sums = []
     for axis, axis_starts in enumerate(starts):
         total = np.zeros(spatial[axis], dtype=np.float64)
         for s in axis_starts:
-            total[s : s + extent[axis]] += axis_weight(axis, s)
+            a, b = kept(axis, s)
+            total[s + a : s + b] += axis_weight(axis, s)
         sums.append(total)
 
     # Weights are normalised per axis: a tile's weight along an axis divided by the sum of all
@@ -330,7 +362,8 @@ def sliding_window(
     rest_cache: dict[tuple[int, ...], torch.Tensor] = {}
 
     def normalised(axis: int, s: int) -> np.ndarray:
-        return axis_weight(axis, s) / sums[axis][s : s + extent[axis]]
+        a, b = kept(axis, s)
+        return axis_weight(axis, s) / sums[axis][s + a : s + b]
 
     def tile_weight(start: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         if start[0] not in first_cache:
@@ -355,10 +388,20 @@ def sliding_window(
     # Buffers made once, on the first prediction, and reused: every tile and every flush
     # would otherwise allocate (and page-fault in) fresh slab-sized temporaries.
     own_out = out is None  # made here (float32, in memory): flushes round straight into it
-    # one tile's prediction promoted to float64 and scaled by its first-axis weight (a
-    # same-dtype multiply-add is vectorised, a mixed-dtype one is not)
-    promoted: torch.Tensor | None = None
+    # one tile's kept prediction promoted to float64 and scaled by its first-axis weight (a
+    # same-dtype multiply-add is vectorised, a mixed-dtype one is not), one per kept shape
+    promoted: dict[tuple[int, ...], torch.Tensor] = {}
     rows32: torch.Tensor | None = None  # finished rows rounded to float32 for ``out``
+    wide = False  # a float64 prediction was seen: its values may lie beyond float32's range
+
+    def check_float32(rounded: torch.Tensor, rows: int) -> None:
+        """Refuse finite float64 values that became infinite in float32."""
+        overflow = int((torch.isinf(rounded) & torch.isfinite(num[:, :rows])).sum())
+        if overflow:
+            raise ValueError(
+                f"out: {overflow} values lie beyond the range of float32 "
+                f"(±{np.finfo(np.float32).max:g}) and would become infinite"
+            )
 
     def flush(rows: int, last: bool = False) -> None:
         """Write rows [lo, lo + rows) to ``out`` and slide the slab forward by ``rows``."""
@@ -366,11 +409,21 @@ def sliding_window(
         dtype = np.dtype(getattr(out, "dtype", np.float32))
         rows_out = (slice(None), slice(lo, lo + rows))
         if own_out:  # our own float32 ``out``: rounded in place, once
-            torch.from_numpy(out[rows_out]).copy_(num[:, :rows])
+            rounded = torch.from_numpy(out[rows_out]).copy_(num[:, :rows])
+            if wide:
+                check_float32(rounded, rows)
         elif dtype == np.float32:
-            out[rows_out] = rows32[:, :rows].copy_(num[:, :rows]).numpy()
-        else:  # NumPy rounds the float64 values once, to ``out``'s dtype
-            out[rows_out] = num[:, :rows].numpy().astype(dtype, copy=False)
+            rounded = rows32[:, :rows].copy_(num[:, :rows])
+            if wide:
+                check_float32(rounded, rows)
+            out[rows_out] = rounded.numpy()
+        else:  # rounded to ``out``'s dtype (integers: to nearest, clipped)
+            values = num[:, :rows]
+            if not wide and dtype.kind in "biu":
+                # float32 predictions blend to float32 values: rounded there first, the
+                # float64 sum's last-bit error cannot move a tie such as 2.5 across it
+                values = rows32[:, :rows].copy_(values)
+            out[rows_out] = to_dtype(values.numpy(), dtype, name="out")
         lo += rows
         if last:
             return
@@ -384,6 +437,12 @@ def sliding_window(
 
     # in-memory sources are sliced tile by tile (views); others are read a slab at a time
     in_memory = isinstance(source, (np.ndarray, torch.Tensor))
+    if isinstance(source, torch.Tensor):
+        real = not source.is_complex()
+    else:
+        real = np.dtype(getattr(source, "dtype", np.float32)).kind in "biuf"
+    if not real:
+        raise TypeError(f"source has dtype {source.dtype}; it must hold real numbers")
     reader = None if in_memory else _SlabReader(source, extent[0])
 
     inputs: torch.Tensor | None = None
@@ -406,16 +465,20 @@ def sliding_window(
                 else:
                     _read_tile(reader.slab(start[0]), (slice(0, extent[0]), *window[1:]), view[i])
             prediction = predictor(view.to(device))
+            if not isinstance(prediction, torch.Tensor):
+                kind = type(prediction)
+                raise TypeError(
+                    f"predictor must return a torch.Tensor (B, C_out, *tile), got "
+                    f"{kind.__module__}.{kind.__qualname__}"
+                )
             if (
-                not isinstance(prediction, torch.Tensor)
-                or prediction.ndim != ndim + 2
+                prediction.ndim != ndim + 2
                 or prediction.shape[0] != len(batch)
                 or tuple(prediction.shape[2:]) != tile
             ):
-                got = tuple(prediction.shape) if hasattr(prediction, "shape") else type(prediction)
                 raise ValueError(
                     f"predictor must return (B, C_out, *tile) = ({len(batch)}, C_out, "
-                    f"{', '.join(map(str, tile))}), got {got}"
+                    f"{', '.join(map(str, tile))}), got {tuple(prediction.shape)}"
                 )
             if num is None:
                 channels = prediction.shape[1]
@@ -432,24 +495,41 @@ def sliding_window(
                         f"out has {out.shape[0]} channels but the predictor returned {channels}"
                     )
                 num = torch.zeros((channels, extent[0], *spatial[1:]), dtype=torch.float64)
-                promoted = torch.empty((channels, *extent), dtype=torch.float64)
                 if not own_out:
                     rows32 = torch.empty((channels, extent[0], *spatial[1:]), dtype=torch.float32)
+            elif prediction.shape[1] != channels:
+                raise ValueError(
+                    f"predictor returned {prediction.shape[1]} channels, but {channels} in "
+                    "an earlier batch: C_out must not change between batches"
+                )
             prediction = prediction.detach().to("cpu")
+            wide = wide or prediction.dtype == torch.float64
             if prediction.dtype not in (torch.float32, torch.float64):
                 prediction = prediction.to(torch.float64)  # exact for float16/bfloat16/ints
-            crop = (slice(None), *(slice(0, e) for e in extent))
-            for start, window, pred in zip(batch, windows, prediction, strict=True):
+            for start, pred in zip(batch, prediction, strict=True):
                 if start[0] > lo:
                     flush(start[0] - lo)
-                local = (slice(start[0] - lo, start[0] - lo + extent[0]), *window[1:])
+                ranges = [kept(axis, s) for axis, s in enumerate(start)]
+                (a0, b0), rest_ranges = ranges[0], ranges[1:]
+                local = (
+                    slice(start[0] - lo + a0, start[0] - lo + b0),
+                    *(
+                        slice(s + a, s + b)
+                        for s, (a, b) in zip(start[1:], rest_ranges, strict=True)
+                    ),
+                )
+                crop = (slice(None), *(slice(a, b) for a, b in ranges))
+                size = tuple(b - a for a, b in ranges)
+                if size not in promoted:
+                    promoted[size] = torch.empty((channels, *size), dtype=torch.float64)
+                buffer = promoted[size]
                 # Σ ŵ·p in float64 (float32 predictions are promoted exactly)
                 first, rest = tile_weight(start)
                 if pred.dtype == torch.float64:
-                    torch.mul(pred[crop], first, out=promoted)
+                    torch.mul(pred[crop], first, out=buffer)
                 else:
-                    promoted.copy_(pred[crop]).mul_(first)
-                num[(slice(None), *local)].addcmul_(promoted, rest)
+                    buffer.copy_(pred[crop]).mul_(first)
+                num[(slice(None), *local)].addcmul_(buffer, rest)
             bar.update(len(batch))
         flush(spatial[0] - lo, last=True)
     return out

@@ -20,10 +20,15 @@ the file's scaling and are None when it stores none (slope 0 or NaN, as NIfTI
 defines) or the identity (slope 1, inter 0). nibabel clears the scaling fields of the
 header it hands back, so ``Volume.header`` shows them as NaN.
 
-dtype policy of :func:`save` (the template is ``like``, else the saved Volume itself):
+dtype policy of :func:`save` (the template is ``like``, else the saved Volume itself).
+A saved :class:`Volume` is read from its stored values at full precision (never through
+float32), so ``save(volume, path, like=volume)`` writes every voxel back unchanged, for
+every dtype NIfTI and HDF5 hold. Values are converted by
+:func:`ndwconv.adapters.convert.to_dtype`, the conversion the tiler uses for its ``out``:
     ``"input"``    keep the template's on-disk dtype. Integer dtypes get values rounded
-                   to nearest and clipped to the dtype's range; if the template has
-                   scaling, values are quantised on its grid,
+                   to nearest and clipped to the dtype's range (never truncated or
+                   wrapped; a finite value beyond a float dtype's range is an
+                   error); if the template has scaling, values are quantised on its grid,
                    ``raw = clip(rint((x - inter) / slope))``, and written with the same
                    slope/inter, so data read from the template round-trips exactly.
                    Without scaling (or for float dtypes) slope/inter are reset (the file
@@ -37,6 +42,12 @@ Non-finite voxels: :func:`load` leaves the data untouched (call
 NaN/inf values unless ``nonfinite="allow"``, in which case float dtypes store them as
 they are and integer dtypes store NaN as 0 and ±inf as the range limits.
 
+Only real numbers are volumes: RGB and complex NIfTI files and string, compound or
+complex HDF5 datasets are refused by :func:`load`. A ``.nii.gz`` is decompressed to its
+end by :func:`load` (streaming), so a damaged stream or a bad gzip CRC is an error there.
+Outputs and scratch files are written through :mod:`ndwconv.adapters.atomic`, whose
+temporaries a killed process leaves are removed by the next write of the same file.
+
 Requires the ``volumes`` extra: ``pip install "ndwconv[volumes]"``.
 """
 
@@ -45,6 +56,8 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +67,7 @@ import numpy as np
 from ndwconv.density import UNITS, Density, as_density
 
 from .atomic import atomic_write, scratch_file
+from .convert import to_dtype
 
 __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_path"]
 
@@ -207,8 +221,7 @@ class Volume:
         if np.issubdtype(self.dtype, np.integer) and self.scl_slope is None:
             return
         count = sum(
-            int(np.count_nonzero(~np.isfinite(self.read(index))))
-            for index in range(self.shape[0])
+            int(np.count_nonzero(~np.isfinite(self.read(index)))) for index in range(self.shape[0])
         )
         if count:
             raise ValueError(f"{self.source or 'volume'}: {count} non-finite (NaN/inf) voxels")
@@ -240,20 +253,24 @@ def load(path: str | os.PathLike, ndim: int | None = None) -> Volume:
     until :meth:`Volume.close` (or use the Volume as a context manager).
 
     For NIfTI the file is checked to hold every voxel the header promises (a ``.nii.gz``
-    is decompressed once, streaming, for that) so that truncation fails here and not
-    in the middle of a run.
+    is decompressed once to its end, streaming, which also checks the gzip CRC) so that
+    truncation and corruption fail here and not in the middle of a run.
 
     Returns:
         The :class:`Volume`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unknown extension, unreadable/truncated file, missing or ambiguous
-            HDF5 dataset, or a dimensionality other than ``ndim``.
+        IsADirectoryError: the path is a folder.
+        ValueError: unknown extension, unreadable/truncated/corrupt file, missing or
+            ambiguous HDF5 dataset, voxels that are not real numbers (RGB, complex,
+            string, compound), or a dimensionality other than ``ndim``.
     """
     path = os.fspath(path)
     hdf5 = _HDF5_PATH.match(path)
     file, dataset = split_path(path)
+    if os.path.isdir(file):
+        raise IsADirectoryError(f"{file}: is a folder, expected a volume file")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file}: no such file")
     if hdf5:
@@ -283,6 +300,7 @@ def _load_nifti(path: str) -> Volume:
     except Exception as exc:
         raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
     header = img.header
+    _check_voxel_dtype(np.dtype(header.get_data_dtype()), path)
     proxy = img.dataobj
     slope, inter = float(proxy.slope), float(proxy.inter)
     scaled = (slope, inter) != (1.0, 0.0)
@@ -299,16 +317,39 @@ def _load_nifti(path: str) -> Volume:
     )
 
 
+def _check_voxel_dtype(dtype: np.dtype, source: str) -> None:
+    """Refuse voxels that are not real numbers (RGB, complex, strings, compound records)."""
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: voxels of dtype {dtype} are not real numbers (RGB, complex, string "
+            "or compound data); only bool, integer and float volumes can be read"
+        )
+
+
+_GZIP_CHUNK = 1 << 20
+
+
 def _check_complete(path: str, img: Any) -> None:
-    """Fail if the file ends before the last voxel the header promises."""
+    """Fail if the file ends before the last voxel the header promises, or is corrupt.
+
+    A ``.nii.gz`` is decompressed to its end, in chunks of ``_GZIP_CHUNK`` bytes, so that
+    the gzip trailer (CRC-32 and length of every member) is checked: a damaged byte in
+    the compressed stream is an error here rather than wrong voxels later.
+    """
     # The proxy's offset is where nibabel reads from (it fixes up vox_offset 0 in .nii).
     end = int(img.dataobj.offset) + img.header.get_data_dtype().itemsize * int(
         np.prod(img.shape, dtype=np.int64)
     )
     if path.lower().endswith(".gz"):
-        with gzip.open(path, "rb") as stream:
-            stream.seek(end)  # decompresses in chunks; raises EOFError when truncated
-            size = stream.tell()
+        size = 0
+        try:
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(_GZIP_CHUNK):
+                    size += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(
+                f"corrupt or truncated gzip stream after {size} bytes of data ({exc})"
+            ) from exc
     else:
         size = os.path.getsize(path)
     if size < end:
@@ -335,8 +376,16 @@ def _load_hdf5(file: str, dataset: str | None) -> Volume:
             raise ValueError(
                 f"{file}: no dataset {dataset}; available: {', '.join(names) or 'none'}"
             )
+        _check_voxel_dtype(node.dtype, f"{file}:{node.name}")
         attrs = dict(node.attrs)
         source = f"{file}:{node.name}"
+        scaling = [key for key in _HDF5_SCALING if key in attrs]
+        if scaling:
+            warnings.warn(
+                f"{source}: attribute(s) {', '.join(scaling)} are not applied; voxels are read "
+                "and written as stored",
+                stacklevel=3,
+            )
         volume = Volume(
             data=node,
             affine=attrs.get("affine"),
@@ -351,6 +400,10 @@ def _load_hdf5(file: str, dataset: str | None) -> Volume:
         handle.close()
         raise
     return volume
+
+
+# attributes other tools use to scale stored values; volumes reads values as stored
+_HDF5_SCALING = ("scale_factor", "add_offset", "scl_slope", "scl_inter", "slope", "intercept")
 
 
 def _datasets(handle: Any, h5py: Any) -> list[str]:
@@ -405,8 +458,13 @@ def save(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: ``path`` is an input file, unknown extension, bad policy, or
-            non-finite values with ``nonfinite="raise"``.
+        FileNotFoundError, PermissionError: the output folder is missing or cannot be
+            written (the message names ``path``).
+        IsADirectoryError: ``path`` is a folder.
+        TypeError: values that are not bool, integer or float.
+        ValueError: ``path`` is an input file, unknown extension, bad policy,
+            non-finite values with ``nonfinite="raise"``, or finite values beyond the
+            range of a float output dtype.
 
     Example:
         >>> import tempfile, os
@@ -432,12 +490,39 @@ def save(
         source_file, _ = split_path(source)
         if Path(source_file).resolve() == Path(file).resolve():
             raise ValueError(f"{path}: refusing to write over the input file {source_file}")
+    if os.path.isdir(file):
+        raise IsADirectoryError(f"{file}: is a folder, expected a volume file to write")
     if os.path.lexists(file) and not overwrite:
         raise FileExistsError(f"{file}: exists, pass overwrite=True to replace it")
 
-    values = volume.read() if volume is not None else volume_or_array
+    if dtype_policy == "float32":
+        out_dtype = np.dtype(np.float32)
+    else:
+        own = getattr(volume_or_array, "dtype", None)
+        own = np.asarray(volume_or_array).dtype if own is None else own
+        out_dtype = np.dtype(template.dtype if template is not None else own)
+    slope = inter = None
+    if template is not None and template.scl_slope is not None and out_dtype.kind in "iu":
+        slope, inter = template.scl_slope, template.scl_inter or 0.0
+
+    # A Volume is read at full precision: its stored values, unscaled. When they are to be
+    # stored with the same dtype and scaling, they are written back unchanged (exact);
+    # otherwise the scaled values are computed in float64 and converted.
+    raw_copy = False
+    if volume is not None:
+        values = _stored_values(volume)
+        if volume.scl_slope is not None:
+            same = (volume.scl_slope, volume.scl_inter or 0.0) == (slope, inter)
+            if same and values.dtype == out_dtype:
+                raw_copy = True
+            else:
+                values = values.astype(np.float64) * volume.scl_slope + (volume.scl_inter or 0.0)
+    else:
+        values = volume_or_array
     if not isinstance(values, np.memmap):
         values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"{path}: cannot save values of dtype {values.dtype}")
     bad = 0
     if values.dtype.kind in "fc":
         bad = sum(
@@ -447,17 +532,14 @@ def save(
     if bad and nonfinite == "raise":
         raise ValueError(f"{path}: {bad} non-finite (NaN/inf) values; pass nonfinite='allow'")
 
-    if dtype_policy == "float32":
-        out_dtype = np.dtype(np.float32)
-    else:
-        out_dtype = np.dtype(template.dtype if template is not None else values.dtype)
-    slope = inter = None
-    if template is not None and template.scl_slope is not None and out_dtype.kind in "iu":
-        slope, inter = template.scl_slope, template.scl_inter or 0.0
-
     writer = _write_hdf5 if hdf5 else _write_nifti
     folder = os.path.dirname(os.path.abspath(file))
     name = os.path.basename(file)
+
+    def convert(block: np.ndarray) -> np.ndarray:
+        if raw_copy:
+            return block
+        return to_dtype(block, out_dtype, slope, inter, nonfinite="allow", name=path)
 
     def write(tmp: Path) -> None:
         if isinstance(values, np.memmap) and (values.dtype != out_dtype or out_dtype.kind in "iu"):
@@ -466,14 +548,14 @@ def save(
             with scratch_file(folder, name, ".raw") as scratch:
                 raw = np.memmap(scratch, dtype=out_dtype, mode="w+", shape=values.shape)
                 for rows in _row_chunks(values):
-                    raw[rows] = _to_dtype(np.asarray(values[rows]), out_dtype, slope, inter)
+                    raw[rows] = convert(np.asarray(values[rows]))
                 raw.flush()
                 emit(str(tmp), raw)
                 del raw  # closes the scratch memmap before its file is removed
         elif isinstance(values, np.memmap):
             emit(str(tmp), values)
         else:
-            emit(str(tmp), _to_dtype(values, out_dtype, slope, inter))
+            emit(str(tmp), convert(values))
 
     def emit(tmp: str, raw: Any) -> None:
         if hdf5:
@@ -499,23 +581,21 @@ def _row_chunks(array: Any) -> Any:
         yield slice(start, min(start + step, array.shape[0]))
 
 
-def _to_dtype(
-    values: np.ndarray, dtype: np.dtype, slope: float | None, inter: float | None
-) -> np.ndarray:
-    """Cast to ``dtype``; integers are rounded (on the slope/inter grid) and clipped."""
-    if dtype.kind not in "iu":
-        return values.astype(dtype)
-    work = values.astype(np.float64)
-    if slope is not None:
-        work = (work - inter) / slope
-    info = np.iinfo(dtype)
-    work = np.nan_to_num(np.rint(work), nan=0.0, posinf=info.max, neginf=info.min)
-    return np.clip(work, info.min, info.max).astype(dtype)
+def _stored_values(volume: Volume) -> np.ndarray:
+    """All of ``volume``'s stored values in their on-disk dtype, without scaling."""
+    data = volume.data
+    if hasattr(data, "get_unscaled"):  # a nibabel ArrayProxy
+        return np.asarray(data.get_unscaled())
+    return np.asarray(data[()] if hasattr(data, "id") else data)
 
 
 def _write_nifti(
-    tmp: str, raw: np.ndarray, volume: Volume | None, template: Volume | None,
-    slope: float | None, inter: float | None,
+    tmp: str,
+    raw: np.ndarray,
+    volume: Volume | None,
+    template: Volume | None,
+    slope: float | None,
+    inter: float | None,
 ) -> None:
     nib = _import_nibabel()
     source = template if template is not None else volume
@@ -547,8 +627,9 @@ def _write_hdf5(
     source = template if template is not None else volume
     with h5py.File(tmp, "w") as handle:
         if isinstance(raw, np.memmap):  # written slab by slab
-            node = handle.create_dataset(dataset, shape=raw.shape, dtype=raw.dtype,
-                                         chunks=True if raw.ndim else None)
+            node = handle.create_dataset(
+                dataset, shape=raw.shape, dtype=raw.dtype, chunks=True if raw.ndim else None
+            )
             for rows in _row_chunks(raw):
                 node[rows] = np.asarray(raw[rows])
         else:
