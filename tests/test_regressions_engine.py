@@ -656,3 +656,32 @@ def test_prune_checkpoints_orders_by_step_not_by_name(tmp_path):
         "step-100000000.json",
         "step-100000001.json",
     ]
+
+
+def test_resumed_run_removes_temporaries_a_killed_run_left_in_its_folder(finished, tmp_path):
+    """A checkpoint written as ``step-N`` is never written again under that name, so a
+    killed write's temporary would survive every later run unless the run clears it."""
+    run = copy_run(finished, tmp_path / "run")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+    stale = [
+        run / "checkpoints" / f".step-00000003.safetensors.ndwtmp-{host}-{dead.pid}-ab12cd34.tmp",
+        run / f".metrics.jsonl.ndwtmp-{host}-{dead.pid}-ef56gh78.tmp",
+    ]
+    kept = [
+        run / "checkpoints" / f".step-00000003.safetensors.ndwtmp-{host}-{os.getpid()}-live.tmp",
+        run / "notes.txt",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    cfg = toy_config(steps=8)
+    from ndwconv.recipes.tasks import register_task, unregister_task
+
+    register_task(TOY, replace=True)
+    try:
+        fit(ToyTask(cfg, "weighted"), cfg, run, resume=True, progress=False)
+    finally:
+        unregister_task("toy")
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)

@@ -84,7 +84,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import ndwconv
-from ndwconv.adapters.atomic import write_json
+from ndwconv.adapters.atomic import remove_stale_temporaries, write_json
 from ndwconv.progress import progress_bar
 
 from .checkpoint import (
@@ -425,6 +425,9 @@ def fit(
         raise FolderInUseError(f"run folder {str(out)!r} is in use by another run (see rank 0)")
     with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=devices):
         stack.callback(lock.release)
+        if ctx.main:  # the folder is ours now: clear what a killed run's writes left behind
+            for folder in (out, out / "checkpoints"):
+                remove_stale_temporaries(folder)
         torch.manual_seed(train["seed"])
         model = task.build_model()
         return _fit(
