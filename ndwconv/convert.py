@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .density import Density, DensityLike, LearnedPhi, Ones, as_density
+from .density.bound import DensityRangeError
 from .modules import WEIGHTED_BY_PLAIN, _bind_density, _WeightedMixin, is_weighted
 
 __all__ = [
@@ -225,6 +226,10 @@ def convert(
             fam = fixed
         try:
             bound = _bind_density(fam, module)
+        except DensityRangeError as err:  # the kernel fits; the layer's dtype does not
+            raise DensityRangeError(
+                f"convert: layer {name or '<root>'!r} ({kind}): {err}"
+            ) from None
         except ValueError as err:
             reason = f"density {fam!s} cannot describe this kernel: {err}"
             plan.append(Replacement(name, kind, None, ks, str(fam), reason))
