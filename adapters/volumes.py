@@ -37,7 +37,7 @@ Non-finite voxels: :func:`load` leaves the data untouched (call
 NaN/inf values unless ``nonfinite="allow"``, in which case float dtypes store them as
 they are and integer dtypes store NaN as 0 and ±inf as the range limits.
 
-Requires the ``volumes`` extra: ``pip install "ndwconv[volumes]"``.
+Requires the ``volumes`` extra: ``pip install -e ".[volumes]"`` in the repository root.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from .atomic import atomic_write, scratch_file
 
 __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_path"]
 
-_EXTRA = 'pip install "ndwconv[volumes]"'
+_EXTRA = 'pip install -e ".[volumes]" in the ndwconv repository root'
 _HDF5_PATH = re.compile(r"^(?P<file>.*\.(?:h5|hdf5|he5))(?::(?P<dataset>/.*))?$", re.IGNORECASE)
 _DEFAULT_DATASET = "/data"
 
