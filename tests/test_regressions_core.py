@@ -227,3 +227,14 @@ def test_conversion_report_lists_layers_in_named_modules_order():
     weighted = nw.convert(net, "gaussian:1.0")
     _, folded = nw.fold(weighted, return_report=True)
     assert [r.name for r in folded] == ["body.0", "body.1", "stem"]
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_freeze_leaves_phi_bit_identical_in_layer_dtype(dtype, ndim):
+    layer = _learned_layer(dtype, ndim, seed=10 + ndim)
+    frozen = nw.freeze(layer)
+    assert torch.equal(frozen.phi(), layer.phi().detach())
+    x = torch.randn(1, 1, *(7,) * ndim, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(frozen(x), layer(x))

@@ -101,6 +101,14 @@ def _log_in_dtype(values: Tensor, dtype: torch.dtype, device: torch.device | str
     return best
 
 
+def _is_separable(family: Density) -> bool:
+    """Whether Φ of ``family`` is the outer product of its ``profile`` per axis."""
+    from .base import Density
+
+    kind = type(family)
+    return kind.build is Density.build and kind.profile is not Density.profile
+
+
 class _BoundPhi(nn.Module):
     """What every bound density records: its family, kernel shape and dilation."""
 
@@ -122,8 +130,16 @@ class FixedPhi(_BoundPhi):
     """Φ of a fixed family for one kernel shape, stored once per device/dtype.
 
     Φ lives in a non-persistent buffer: it follows ``.to()``/``.half()`` with the layer and
-    never appears in the ``state_dict``. A float64 master copy is kept so converting to
-    float64 after float32 does not lose precision.
+    never appears in the ``state_dict``. Float64 masters are kept so converting to float64
+    after float32 does not lose precision. For a separable family (one that defines
+    ``profile`` and not ``build``) Φ in a narrower dtype is the outer product of the
+    per-axis profiles rounded to that dtype, computed in it: exactly how a learned
+    density computes its Φ, so freezing one changes no bit of Φ.
+
+    Raises:
+        ValueError: the family's Φ has the wrong shape, or values that are not finite
+            and ≥ 0 (not all zero); ``DensityRangeError`` (a ``ValueError``) when Φ
+            overflows in the layer's dtype, here or on a later cast.
     """
 
     phi: Tensor
@@ -140,26 +156,39 @@ class FixedPhi(_BoundPhi):
         super().__init__(family, kernel_size, dilation)
         with torch.device("cpu"):  # Φ is built on the CPU in float64, whatever the default device
             master = family.build(self.kernel_size, self.dilation).to(torch.float64)
-        _validate_phi(master, self.kernel_size, family)
+            _validate_phi(master, self.kernel_size, family)
+            self._profiles: list[Tensor] | None = None
+            if _is_separable(family):
+                n = len(self.kernel_size)
+                self._profiles = [
+                    family.profile(k, a, n, self.dilation[a]).to(torch.float64)
+                    for a, k in enumerate(self.kernel_size)
+                ]
         self._master = master
-        dtype = self._float_dtype(dtype)
-        check_phi_in_dtype(master.to(dtype), family, self.kernel_size, master)
-        self.register_buffer("phi", master.to(device=device, dtype=dtype), persistent=False)
+        phi = self._in_dtype(self._float_dtype(dtype))
+        self.register_buffer("phi", phi.to(device=device), persistent=False)
+
+    def _in_dtype(self, dtype: torch.dtype) -> Tensor:
+        """Φ in ``dtype`` on the CPU, checked to be finite there."""
+        if self._profiles is None or dtype == torch.float64:
+            phi = self._master.to(dtype)
+        else:
+            phi = outer([p.to(dtype) for p in self._profiles])
+        check_phi_in_dtype(phi, self.family, self.kernel_size, self._master)
+        return phi
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         before = self._buffers["phi"]
         super()._apply(fn, recurse)
-        # Re-derive from float64 so e.g. float32 → float64 keeps full precision.
+        # Re-derive from float64 so e.g. float32 → float64 keeps full precision; Φ must fit
+        # the new dtype (checked here, once, not on every call).
         if self.phi.device.type != "meta":
-            if self.phi.dtype != before.dtype:  # Φ must fit the new dtype: checked once, here
-                try:
-                    check_phi_in_dtype(
-                        self._master.to(self.phi.dtype), self.family, self.kernel_size, self._master
-                    )
-                except DensityRangeError:
-                    self._buffers["phi"] = before
-                    raise
-            self.phi = self._master.to(device=self.phi.device, dtype=self.phi.dtype)
+            try:
+                phi = self._in_dtype(self.phi.dtype)
+            except DensityRangeError:
+                self._buffers["phi"] = before
+                raise
+            self.phi = phi.to(device=self.phi.device)
         return self
 
     def forward(self) -> Tensor:
