@@ -238,3 +238,15 @@ def test_freeze_leaves_phi_bit_identical_in_layer_dtype(dtype, ndim):
     x = torch.randn(1, 1, *(7,) * ndim, dtype=dtype)
     with torch.no_grad():
         assert torch.equal(frozen(x), layer(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_density_underflowing_to_all_zeros_in_layer_dtype_is_refused(dtype):
+    # an even 4×4 kernel has no centre tap; its largest Φ value is exp(-(0.5/σ)²/2)²
+    sigma = 0.08 if dtype == torch.float16 else 0.02
+    peak = math.exp(-0.5 * (0.5 / sigma) ** 2) ** 2  # float64 reference
+    smallest = float(np.finfo(np.float16).smallest_subnormal) if dtype == torch.float16 else 1e-45
+    assert 0.0 < peak < smallest / 2  # positive in float64, rounds to 0 in the dtype
+    with pytest.raises(ValueError, match="underflows to all zeros"):
+        nw.WeightedConv2d(1, 1, 4, density=nw.Gaussian(sigma), dtype=dtype)
+    assert (nw.Gaussian(sigma).build((4, 4)) > 0).any()  # not all zero in float64

@@ -47,11 +47,12 @@ def check_phi_in_dtype(
     kernel_size: Sequence[int],
     reference: Tensor | None = None,
 ) -> None:
-    """Raise unless Φ, as held in its own dtype, is finite everywhere.
+    """Raise unless Φ, as held in its own dtype, is finite everywhere and not all zero.
 
     A density whose values are finite in float64 can still overflow in the dtype the
     layer computes in (float32 above about 3.4e38, float16 above 65504, bfloat16 above
-    about 3.4e38); Φ would then be infinite and every output non-finite.
+    about 3.4e38); Φ would then be infinite and every output non-finite. One whose
+    values are all tiny can underflow to zero, and the layer would ignore its input.
 
     Args:
         phi: Φ in the dtype it is used in.
@@ -62,9 +63,16 @@ def check_phi_in_dtype(
     Raises:
         DensityRangeError: naming the density, the kernel, the dtype and its range.
     """
-    if bool(torch.isfinite(phi).all()):
-        return
     dtype = phi.dtype
+    if bool(torch.isfinite(phi).all()):
+        if bool((phi > 0).any()):
+            return
+        name = str(dtype).removeprefix("torch.")
+        raise DensityRangeError(
+            f"density {family!s} for kernel {tuple(kernel_size)} underflows to all zeros in "
+            f"{name} (smallest positive {torch.finfo(dtype).tiny:.4g}): the layer would "
+            "output only its bias; use a wider density or a wider dtype"
+        )
     largest = torch.finfo(dtype).max
     name = str(dtype).removeprefix("torch.")
     where = f"density {family!s} for kernel {tuple(kernel_size)}"
