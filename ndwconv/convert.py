@@ -64,7 +64,11 @@ class Replacement:
 
 
 class ConversionReport(list[Replacement]):
-    """The layers ``convert`` or ``fold`` replaced (and skipped, with the reason)."""
+    """The layers ``convert`` or ``fold`` replaced (and skipped, with the reason).
+
+    One entry per layer considered, in model order: the order of ``named_modules()``,
+    with a layer used in several places listed once, at its first name.
+    """
 
     @property
     def replaced(self) -> list[Replacement]:
@@ -164,7 +168,8 @@ def convert(
         strict: raise, naming every such layer, when the density cannot describe a
             selected layer's kernel, instead of skipping it.
         include_pointwise: also convert layers whose kernel is 1 in every axis.
-        return_report: also return a ``ConversionReport`` of what was replaced and skipped.
+        return_report: also return a ``ConversionReport`` of what was replaced and skipped,
+            in model order (``named_modules()``).
 
     Returns:
         The converted model (``model`` itself when ``inplace``), and the report if asked.
@@ -172,6 +177,8 @@ def convert(
     Raises:
         ValueError: with ``strict=True``, a density that cannot describe some layers (the
             message names every one of them, with the density's reason).
+        DensityRangeError: (a ``ValueError``) a density's Φ overflows or underflows to
+            zero in a selected layer's dtype (the message names the layer).
         TypeError: ``model`` is not a module, ``where`` is malformed, a density callable
             returned something that is not a density, or a family's ``bind`` did not
             return a module (the message names the layer).
