@@ -199,6 +199,24 @@ CASES = [
         ValueError,
         "layer '0' (Conv2d)",
     ),
+    (
+        "learned-state-dict-nan",
+        lambda: nw.WeightedConv1d(1, 1, 3, density="learned:0.5").load_state_dict(
+            {
+                "weight": torch.ones(1, 1, 3),
+                "bias": torch.zeros(1),
+                "phi.log_half.0": torch.tensor([float("nan")]),
+            }
+        ),
+        ValueError,
+        "gives non-finite Φ in float32",
+    ),
+    (
+        "underflow-float16",
+        lambda: nw.WeightedConv2d(1, 1, 4, density=nw.Gaussian(0.05), dtype=torch.float16),
+        ValueError,
+        "underflows to all zeros in float16",
+    ),
     # conversion and layer arguments
     ("convert-not-module", lambda: nw.convert("net"), TypeError, "model must be an nn.Module"),
     (

@@ -250,3 +250,12 @@ def test_density_underflowing_to_all_zeros_in_layer_dtype_is_refused(dtype):
     with pytest.raises(ValueError, match="underflows to all zeros"):
         nw.WeightedConv2d(1, 1, 4, density=nw.Gaussian(sigma), dtype=dtype)
     assert (nw.Gaussian(sigma).build((4, 4)) > 0).any()  # not all zero in float64
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_learned_density_spec_rebuilds_the_identical_phi(dtype, ndim):
+    layer = _learned_layer(dtype, ndim, seed=20 + ndim)
+    text = str(layer.density)  # learned:axes=…, the current values
+    rebuilt = LAYERS[ndim](1, 1, 5, density=text, dtype=dtype)
+    assert torch.equal(rebuilt.phi(), layer.phi()), text
