@@ -24,7 +24,8 @@ __all__ = ["DensityRangeError", "FixedPhi", "LearnedPhi", "check_phi_in_dtype"]
 
 
 class DensityRangeError(ValueError):
-    """Φ is finite in float64 but not in the dtype the layer computes in."""
+    """Φ does not fit the dtype the layer computes in: values that are finite in float64
+    overflow there, or underflow to all zeros, or the values are not finite at all."""
 
 
 def _validate_phi(phi: Tensor, kernel_size: tuple[int, ...], family: Density) -> None:
@@ -147,7 +148,8 @@ class FixedPhi(_BoundPhi):
     Raises:
         ValueError: the family's Φ has the wrong shape, or values that are not finite
             and ≥ 0 (not all zero); ``DensityRangeError`` (a ``ValueError``) when Φ
-            overflows in the layer's dtype, here or on a later cast.
+            overflows or underflows to all zeros in the layer's dtype, here or on a later
+            cast.
     """
 
     phi: Tensor
@@ -268,7 +270,10 @@ class LearnedPhi(_BoundPhi):
         with torch.no_grad():
             dtypes = [p.dtype for p in self.log_half]
             phi = outer(
-                [symmetric_profile(t.to(d).exp()) for t, d in zip(log_half, dtypes, strict=True)]
+                [
+                    symmetric_profile(t.detach().to(device="cpu", dtype=d).exp())
+                    for t, d in zip(log_half, dtypes, strict=True)
+                ]
             )
             if bool(torch.isfinite(phi).all()):
                 return
