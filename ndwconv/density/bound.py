@@ -64,6 +64,8 @@ def check_phi_in_dtype(
     Raises:
         DensityRangeError: naming the density, the kernel, the dtype and its range.
     """
+    if phi.is_complex():  # a layer cast to a complex dtype: Φ is its real part
+        phi = phi.real
     dtype = phi.dtype
     if bool(torch.isfinite(phi).all()):
         if bool((phi > 0).any()):
