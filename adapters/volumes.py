@@ -48,7 +48,7 @@ end by :func:`load` (streaming), so a damaged stream or a bad gzip CRC is an err
 Outputs and scratch files are written through :mod:`ndwconv.adapters.atomic`, whose
 temporaries a killed process leaves are removed by the next write of the same file.
 
-Requires the ``volumes`` extra: ``pip install "ndwconv[volumes]"``.
+Requires the ``volumes`` extra: ``pip install -e ".[volumes]"`` in the repository root.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from .convert import to_dtype
 
 __all__ = ["Volume", "is_physical", "load", "physical_density", "save", "split_path"]
 
-_EXTRA = 'pip install "ndwconv[volumes]"'
+_EXTRA = 'pip install -e ".[volumes]" in the ndwconv repository root'
 _HDF5_PATH = re.compile(r"^(?P<file>.*\.(?:h5|hdf5|he5))(?::(?P<dataset>/.*))?$", re.IGNORECASE)
 _DEFAULT_DATASET = "/data"
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import ndwconv
+from ndwconv._install import install_hint
 
 __all__ = ["COMMAND_GROUP", "build_parser", "info_command", "main", "one_line"]
 
@@ -240,7 +241,7 @@ def _optional_version(dist: str, extra: str) -> str:
     try:
         return version(dist)
     except PackageNotFoundError:
-        return f"not installed (pip install 'ndwconv[{extra}]')"
+        return f"not installed ({install_hint(extra)})"
 
 
 def _family_rows() -> list[tuple[str, str, str]]:

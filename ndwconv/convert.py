@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .density import Density, DensityLike, LearnedPhi, Ones, as_density
+from .density.bound import DensityRangeError
 from .modules import WEIGHTED_BY_PLAIN, _bind_density, _WeightedMixin, is_weighted
 
 __all__ = [
@@ -63,7 +64,11 @@ class Replacement:
 
 
 class ConversionReport(list[Replacement]):
-    """The layers ``convert`` or ``fold`` replaced (and skipped, with the reason)."""
+    """The layers ``convert`` or ``fold`` replaced (and skipped, with the reason).
+
+    One entry per layer considered, in model order: the order of ``named_modules()``,
+    with a layer used in several places listed once, at its first name.
+    """
 
     @property
     def replaced(self) -> list[Replacement]:
@@ -163,7 +168,8 @@ def convert(
         strict: raise, naming every such layer, when the density cannot describe a
             selected layer's kernel, instead of skipping it.
         include_pointwise: also convert layers whose kernel is 1 in every axis.
-        return_report: also return a ``ConversionReport`` of what was replaced and skipped.
+        return_report: also return a ``ConversionReport`` of what was replaced and skipped,
+            in model order (``named_modules()``).
 
     Returns:
         The converted model (``model`` itself when ``inplace``), and the report if asked.
@@ -171,6 +177,8 @@ def convert(
     Raises:
         ValueError: with ``strict=True``, a density that cannot describe some layers (the
             message names every one of them, with the density's reason).
+        DensityRangeError: (a ``ValueError``) a density's Φ overflows or underflows to
+            zero in a selected layer's dtype (the message names the layer).
         TypeError: ``model`` is not a module, ``where`` is malformed, a density callable
             returned something that is not a density, or a family's ``bind`` did not
             return a module (the message names the layer).
@@ -225,6 +233,10 @@ def convert(
             fam = fixed
         try:
             bound = _bind_density(fam, module)
+        except DensityRangeError as err:  # the kernel fits; the layer's dtype does not
+            raise DensityRangeError(
+                f"convert: layer {name or '<root>'!r} ({kind}): {err}"
+            ) from None
         except ValueError as err:
             reason = f"density {fam!s} cannot describe this kernel: {err}"
             plan.append(Replacement(name, kind, None, ks, str(fam), reason))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from .density import Density, DensityLike, FixedPhi, as_density
+from .density.bound import check_phi_in_dtype
 from .functional import _check_input, _padded_conv, _tuple
 
 __all__ = [
@@ -60,6 +61,23 @@ def _module_tensors(module: nn.Module) -> list[Tensor]:
 def _times(weight: Tensor, phi: Tensor) -> Tensor:
     """``weight ⊙ phi`` in the weight's dtype (no conversion call when they agree)."""
     return weight * (phi if phi.dtype == weight.dtype else phi.to(weight.dtype))
+
+
+def _checked_times(weight: Tensor, phi: Tensor, layer: _WeightedMixin) -> Tensor:
+    """``weight ⊙ phi`` when Φ is (re)built for a cache: Φ is checked in the weight's dtype.
+
+    Only the caches' rebuilds call this, so the check costs nothing in the steady state.
+    """
+    converted = phi if phi.dtype == weight.dtype else phi.to(weight.dtype)
+    bound = layer.phi
+    if converted is not phi or not isinstance(bound, FixedPhi):  # FixedPhi checked its own
+        if not bool(torch.isfinite(converted).all()):
+            check_range = getattr(bound, "check_range", None)
+            if callable(check_range):  # a learned Φ: the message gives its float64 peak
+                check_range(bound.log_half)
+            family = getattr(bound, "family", layer._density_family)
+            check_phi_in_dtype(converted, family, layer.kernel_size, phi.double())
+    return weight * converted
 
 
 def _bind_density(family: Density, conv: _ConvNd) -> nn.Module:
@@ -176,7 +194,7 @@ class _WeightedMixin:
             and cached[1] == (weight._version, weight.data_ptr(), phi._version)
         ):
             return cached[2]
-        product = _times(weight, phi)
+        product = _checked_times(weight, phi, self)
         if not (weight.is_inference() or phi.is_inference()):
             self._cached_weight = (
                 (weight, phi),
@@ -199,6 +217,10 @@ class _WeightedMixin:
             and entry[3].dtype == weight.dtype
         ):
             return entry[3]
+        if phi.dtype != weight.dtype:
+            check_phi_in_dtype(
+                phi.to(weight.dtype), self._density_family, self.kernel_size, phi.double()
+            )
         full = phi.to(weight.dtype).expand(weight.shape).contiguous()
         if not phi.is_inference():
             self._expanded_phi = (phi, phi._version, weight.shape, full)
@@ -221,7 +243,7 @@ class _WeightedMixin:
             and cached[1] == state
         ):
             return cached[2]
-        product = _times(weight, bound())
+        product = _checked_times(weight, bound(), self)
         self._cached_weight = (tensors, state, product)
         return product
 

@@ -205,7 +205,7 @@ def test_missing_scikit_image_names_the_extra(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "skimage.data", None)
     code, _, err = run(capsys, *COMPARE, *TINY, "--out", str(tmp_path))
     assert code == 1
-    assert_one_line_error(err, "pip install 'ndwconv[recipes]'")
+    assert_one_line_error(err, 'pip install -e ".[recipes]" in the ndwconv repository root')
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ text of a spec.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -187,6 +188,10 @@ class Density:
             if "family" not in spec:
                 raise ValueError(f"density spec dict needs a 'family' key, got {dict(spec)!r}")
             name = spec["family"]
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"density spec dict: 'family' must be a family name (a string), got {name!r}"
+                )
             family = _REGISTRY.get(name)
             if family is None:
                 raise ValueError(
@@ -199,8 +204,67 @@ class Density:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Density:
-        """Build from ``params()``'s dict (override when the arguments need decoding)."""
-        return cls(**params)
+        """Build from ``params()``'s dict (override when the arguments need decoding).
+
+        Raises:
+            ValueError: on a key the constructor does not take or a required key that is
+                missing (the message names the key and the family).
+            TypeError, ValueError: the constructor's own error on a value, prefixed by
+                the family's name.
+        """
+        kwargs = cls.checked_params(params)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            kind = ValueError if isinstance(err, ValueError) else TypeError
+            raise kind(f"{cls._spec_name()} density spec: {err}") from err
+
+    @classmethod
+    def _spec_name(cls) -> str:
+        return repr(cls.family or cls.__name__)
+
+    @classmethod
+    def checked_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as keyword arguments, once every key is known to the constructor.
+
+        Raises:
+            TypeError: ``params`` is not a mapping with string keys.
+            ValueError: a key the constructor does not take, or a required one missing;
+                the message names the key, the family and the keys it accepts.
+        """
+        name = cls._spec_name()
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"{name} density parameters must be a JSON object (a mapping of parameter "
+                f"names to values), got {params!r}"
+            )
+        for key in params:
+            if not isinstance(key, str):
+                raise TypeError(f"{name} density spec: parameter names are strings, got {key!r}")
+        if cls.__init__ is object.__init__:  # a family without parameters
+            signature = inspect.Signature([inspect.Parameter("self", 1)])
+        else:
+            try:
+                signature = inspect.signature(cls.__init__)
+            except (TypeError, ValueError):  # not introspectable: let the call decide
+                return dict(params)
+        accepted = [
+            p
+            for p in list(signature.parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            names = [p.name for p in accepted]
+            for key in params:
+                if key not in names:
+                    expected = ", ".join(repr(n) for n in names) or "no parameters"
+                    raise ValueError(
+                        f"{name} density spec: unknown key {key!r}; it takes {expected}"
+                    )
+        for p in accepted:
+            if p.default is p.empty and p.name not in params:
+                raise ValueError(f"{name} density spec: missing required key {p.name!r}")
+        return dict(params)
 
     @classmethod
     def from_string_args(cls, args: str) -> Density:

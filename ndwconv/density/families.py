@@ -157,20 +157,43 @@ class Table(Density):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Table:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"'table' density parameters must be a JSON object, got {params!r}")
         if not params:
             return cls.default()
-        keys = set(params)
-        if len(keys) != 1 or not keys <= {"values", "by_size", "per_axis"}:
+        forms = ("values", "by_size", "per_axis")
+        for key in params:
+            if key not in forms:
+                raise ValueError(
+                    f"'table' density spec: unknown key {key!r}; it takes exactly one of "
+                    "'values', 'by_size', 'per_axis'"
+                )
+        if len(params) != 1:
             raise ValueError(
-                "table spec takes exactly one of 'values', 'by_size', 'per_axis'; "
-                f"got {sorted(keys)}"
+                "'table' density spec takes exactly one of 'values', 'by_size', 'per_axis'; "
+                f"got {sorted(params)}"
             )
-        (value,) = params.values()
-        if "by_size" in keys:
-            if not isinstance(value, Mapping):
-                raise TypeError(f"table spec 'by_size' must be a mapping, got {value!r}")
-            return cls({int(k): v for k, v in value.items()})
-        return cls(value)
+        ((key, value),) = params.items()
+        if key == "by_size" and not isinstance(value, Mapping):
+            raise TypeError(
+                "'table' density spec: 'by_size' must be a mapping {kernel size: values}, "
+                f"got {value!r}"
+            )
+        if key == "per_axis" and (
+            isinstance(value, (str, bytes, Mapping))
+            or not isinstance(value, Sequence)
+            or not value
+            or not all(isinstance(v, Sequence) and not isinstance(v, (str, bytes)) for v in value)
+        ):
+            raise TypeError(
+                "'table' density spec: 'per_axis' must be a list of lists (one profile per "
+                f"axis), got {value!r}"
+            )
+        try:
+            return cls(value)
+        except (TypeError, ValueError) as err:
+            kind = ValueError if isinstance(err, ValueError) else TypeError
+            raise kind(f"'table' density spec {key!r}: {err}") from err
 
     @classmethod
     def from_string_args(cls, args: str) -> Table:
@@ -185,7 +208,16 @@ class Table(Density):
                 if not eq:
                     raise ValueError(f"table density: expected 'size=v1,v2' items, got {item!r}")
                 try:
-                    mapping[int(size)] = parse_numbers(vals, f"table density size {size}")
+                    k = int(size)
+                except ValueError:
+                    raise ValueError(
+                        f"table density {args!r}: {size.strip()!r} is not a kernel size "
+                        "(expected 'size=v1,v2' items such as '3=0.7')"
+                    ) from None
+                if k in mapping:
+                    raise ValueError(f"table density {args!r}: kernel size {k} is given twice")
+                try:
+                    mapping[k] = parse_numbers(vals, f"table density size {k}")
                 except ValueError as err:
                     raise ValueError(f"table density {args!r}: {err}") from None
             return cls(mapping)
@@ -283,8 +315,11 @@ class Gaussian(Density):
         step = dilation * (
             1.0 if self.spacing is None else self._per_axis(self.spacing, axis, ndim, "spacing")
         )
-        d = offsets(size) * step
-        return torch.exp(-(d**2) / (2 * sigma**2))
+        # exp(-(d·step/σ)² / 2) with the ratio taken first: σ² over- or underflows for σ
+        # beyond about 1e±154, and the centre tap (d = 0) is 1 even when the ratio is inf
+        d = offsets(size)
+        z = torch.where(d == 0, 0.0, d * (torch.tensor(step, dtype=torch.float64) / sigma))
+        return torch.exp(-0.5 * z**2)
 
     def resolve(self, spacing: float | Sequence[float]) -> Gaussian:
         """σ converted to the base unit of ``unit`` (mm or s), with ``spacing`` in it.
@@ -336,6 +371,8 @@ class Gaussian(Density):
                 raise ValueError(
                     f"gaussian density: unknown argument {item!r}; expected 'spacing=…'"
                 )
+            if "spacing" in kwargs:
+                raise ValueError(f"gaussian density {args!r}: 'spacing' is given twice")
             kwargs["spacing"] = parse_numbers(vals, "gaussian density spacing")
         return cls(**kwargs)
 
@@ -372,7 +409,11 @@ class Learned(Density):
         if init is None:
             self.init: Density = Ones()
         else:
-            self.init = as_density(init)
+            try:
+                self.init = as_density(init)
+            except (TypeError, ValueError) as err:
+                kind = ValueError if isinstance(err, ValueError) else TypeError
+                raise kind(f"Learned(init): {err}") from err
         if isinstance(self.init, Learned):
             self.init = self.init.init
         if type(self.init).profile is Density.profile:
@@ -405,10 +446,6 @@ class Learned(Density):
 
     def params(self) -> dict[str, Any]:
         return {"init": None if isinstance(self.init, Ones) else self.init.to_spec()}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Learned:
-        return cls(**params)
 
     @classmethod
     def from_string_args(cls, args: str) -> Learned:

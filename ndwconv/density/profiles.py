@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["as_tuple", "check_values", "offsets", "outer", "symmetric_profile"]
+__all__ = [
+    "as_tuple",
+    "check_values",
+    "offsets",
+    "outer",
+    "shortest_decimal",
+    "symmetric_profile",
+]
 
 
 def offsets(size: int) -> Tensor:
@@ -41,6 +48,31 @@ def check_values(values: Iterable[Any], what: str) -> tuple[float, ...]:
             raise ValueError(f"{what} must be finite and > 0, got {f!r}")
         out.append(f)
     return tuple(out)
+
+
+def shortest_decimal(value: float, dtype: torch.dtype) -> float:
+    """The shortest decimal that converts back to ``value`` in ``dtype``.
+
+    ``value`` is a number held in ``dtype`` (a float32 parameter read as a Python float,
+    say ``0.14999999105930328``); the result is the decimal with the fewest significant
+    digits whose conversion float64 → ``dtype`` gives that same number (``0.15``). Specs
+    written with it are short and read back to the identical ``dtype`` value.
+
+    Example:
+        >>> shortest_decimal(float(torch.tensor(0.15, dtype=torch.float32)), torch.float32)
+        0.15
+        >>> shortest_decimal(0.15, torch.float64)
+        0.15
+    """
+    value = float(value)
+    if not math.isfinite(value) or dtype == torch.float64:
+        return value
+    target = torch.tensor(value, dtype=torch.float64).to(dtype)
+    for digits in range(1, 18):
+        candidate = float(f"{value:.{digits}g}")
+        if torch.tensor(candidate, dtype=torch.float64).to(dtype) == target:
+            return candidate
+    return value
 
 
 def symmetric_profile(half: Tensor) -> Tensor:

@@ -110,8 +110,13 @@ def parse_numbers(text: str, what: str) -> list[float]:
     Raises:
         ValueError: quoting ``text`` when an item is not a number.
     """
+    if not text.strip():
+        return []
+    items = [v.strip() for v in text.split(",")]
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        if not all(items):  # "0.7,,0.2" or a trailing comma: a number left out
+            raise ValueError
+        return [float(v) for v in items]
     except ValueError:
         raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._install import install_hint
 from ..density import Density, Gaussian, Learned, Ones, Table
 from ..functional import PADDING_MODES
 from .cases import ConvCase
@@ -44,7 +45,10 @@ def register_density_strategy(name: str, strategy: Callable[[tuple[int, ...]], A
 
 def _require_hypothesis() -> None:
     if st is None:
-        raise ImportError("ndwconv.testing strategies need hypothesis: pip install hypothesis")
+        raise ImportError(
+            f"ndwconv.testing strategies need hypothesis, which is not installed: "
+            f"{install_hint('test')} (or pip install hypothesis)"
+        )
 
 
 _BUILTIN_FAMILIES = ("ones", "gaussian", "table", "learned")

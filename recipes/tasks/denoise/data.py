@@ -98,7 +98,7 @@ PATCHES_PER_IMAGE = 128
 
 _SPLITS = {"train": EMBEDDED_TRAIN, "validation": EMBEDDED_VALIDATION}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_INSTALL_HINT = "pip install 'ndwconv[recipes]'"
+_INSTALL_HINT = 'pip install -e ".[recipes]" in the ndwconv repository root'
 
 
 # ---------------------------------------------------------------------------------------

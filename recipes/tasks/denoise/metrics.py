@@ -113,7 +113,7 @@ def ssim(
         from skimage.metrics import structural_similarity
     except ImportError as err:
         raise ImportError(
-            "ssim needs scikit-image, which is not installed: pip install 'ndwconv[recipes]'"
+            'ssim needs scikit-image: pip install -e ".[recipes]" in the ndwconv repository root'
         ) from err
     return float(
         structural_similarity(
@@ -149,7 +149,7 @@ def ssim_nd(
         from skimage.metrics import structural_similarity
     except ImportError as err:
         raise ImportError(
-            "ssim_nd needs scikit-image, which is not installed: pip install 'ndwconv[recipes]'"
+            'ssim_nd needs scikit-image: pip install -e ".[recipes]" in the ndwconv repository root'
         ) from err
 
     return float(

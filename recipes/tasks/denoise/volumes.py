@@ -8,7 +8,7 @@ task (see ``ndwconv.recipes.tasks.denoise.images``), with this ``[data]`` table:
     A volume path or a list of them (``scan.nii.gz``, ``stack.h5:/group/dataset``), or
     ``"embedded:mni152"``: the MNI152 2009a symmetric T1 template that nilearn ships
     (``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``,
-    197 × 233 × 189 voxels of 1 mm, uint8; ``pip install "ndwconv[examples]"``).
+    197 × 233 × 189 voxels of 1 mm, uint8; ``pip install -e ".[examples]"`` in the repository root).
     With a 3-D model, a 4-D volume (3-D + time) counts as one volume per frame.
 ``validation``
     ``"holdout"`` (default): the last ``holdout`` fraction (default 0.25) of each training
@@ -76,7 +76,7 @@ def mni152_path() -> Path:
     except ImportError as err:
         raise ImportError(
             f"{EMBEDDED_MNI} is the MNI152 template shipped with nilearn, which is not "
-            'installed: pip install "ndwconv[examples]"'
+            'installed: pip install -e ".[examples]" in the ndwconv repository root'
         ) from err
     path = Path(nilearn.datasets.__file__).parent / "data" / _MNI_FILE
     if not path.is_file():
