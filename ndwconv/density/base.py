@@ -115,6 +115,13 @@ class Density:
         n = len(kernel_size)
         return outer([self.profile(k, a, n, dil[a]) for a, k in enumerate(kernel_size)])
 
+    @property
+    def separable(self) -> bool:
+        """Whether Φ is the outer product of :meth:`profile` over the axes (a family that
+        overrides :meth:`build` is not, even when it also defines a profile)."""
+        kind = type(self)
+        return kind.build is Density.build and kind.profile is not Density.profile
+
     def resolve(self, spacing: float | Sequence[float]) -> Density:
         """This density with its physical distances converted into samples.
 

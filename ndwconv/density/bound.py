@@ -112,14 +112,6 @@ def _log_in_dtype(values: Tensor, dtype: torch.dtype, device: torch.device | str
     return best
 
 
-def _is_separable(family: Density) -> bool:
-    """Whether Φ of ``family`` is the outer product of its ``profile`` per axis."""
-    from .base import Density
-
-    kind = type(family)
-    return kind.build is Density.build and kind.profile is not Density.profile
-
-
 class _BoundPhi(nn.Module):
     """What every bound density records: its family, kernel shape and dilation."""
 
@@ -170,7 +162,7 @@ class FixedPhi(_BoundPhi):
             master = family.build(self.kernel_size, self.dilation).to(torch.float64)
             _validate_phi(master, self.kernel_size, family)
             self._profiles: list[Tensor] | None = None
-            if _is_separable(family):
+            if family.separable:
                 n = len(self.kernel_size)
                 self._profiles = [
                     family.profile(k, a, n, self.dilation[a]).to(torch.float64)
