@@ -95,6 +95,10 @@ def compare(
     Written to ``out_dir``: ``results.json`` (everything, raw), ``per_ITEM.csv`` (when the
     task scores items one by one), ``report.md`` and, with matplotlib, ``figure.png``.
 
+    A task with a ``final_details`` attribute (e.g. a classifier's confusion matrix, set
+    by its final evaluation; ``None`` before) has it recorded, JSON-safe, in its run's
+    ``details`` in ``results.json``, where the task's report and figure find it.
+
     Args:
         entry: the task's ``TaskEntry`` (``ndwconv.recipes.tasks.get_task(name)``).
         config: a configuration of that task.
@@ -171,6 +175,13 @@ def _compare(
                 description=f"seed {seed} {method}",
             )
             scores = dict(result.metrics)
+            details = None
+            if hasattr(task, "final_details"):  # what a final evaluation leaves besides scores
+                if task.final_details is None:  # a finished run that was only resumed
+                    device = next(result.model.parameters()).device
+                    with torch.no_grad():
+                        task.evaluate(result.model.eval(), device, final=True)
+                details = task.final_details
             if hasattr(task, "final_rows"):
                 rows = task.final_rows  # None when a finished run was only resumed
                 if rows is None:
@@ -194,6 +205,7 @@ def _compare(
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "weighted_layers": sum(1 for _ in ndwconv.weighted_layers(result.model)),
                     "parameters": sum(p.numel() for p in result.model.parameters()),
+                    **({} if details is None else {"details": details}),
                 }
             )
     summary = _summary(runs, metrics)
@@ -335,12 +347,13 @@ def report_markdown(results: Mapping[str, Any], header: Sequence[str] | None = N
     cfg = results["config"]
     train = validate(cfg)["train"]
     runs = results["runs"]
+    steps = train["steps"] if train["steps"] is not None else runs[0]["steps"]
     if header is None:
         header = [
             f"# {results['task']}: standard vs weighted convolution ({cfg.get('name', '?')})",
             "",
             f"Density `{cfg.get('weighted', {}).get('density', 'default')}`; "
-            f"{train['steps']} steps of batch {train['batch_size']} per run; seeds "
+            f"{steps} steps of batch {train['batch_size']} per run; seeds "
             f"{', '.join(map(str, results['seeds']))}.",
         ]
     definitions = results["metric_definitions"]

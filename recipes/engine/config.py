@@ -45,6 +45,8 @@ __all__ = [
     "check_section",
     "load_config",
     "parse_override",
+    "steps_per_epoch",
+    "uses_epochs",
     "validate",
 ]
 
@@ -191,6 +193,8 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "amp": bool,
     "channels_last": bool,
     "sync_bn": bool,
+    "epochs": int,
+    "label_smoothing": float,
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 1000,
@@ -224,15 +228,114 @@ SCHEDULE_SCHEMA: dict[str, Any] = {
     "milestones": list,
     "gamma": float,
     "min_lr": float,
+    "milestone_epochs": list,
+    "warmup_steps": int,
+    "warmup_epochs": float,
+    "warmup_factor": float,
 }
 SCHEDULE_DEFAULTS: dict[str, Any] = {"name": "constant", "gamma": 0.1, "min_lr": 0.0}
+# Keys added after checkpoints were first written have defaults that are *not* filled in,
+# so that a run recorded before them resumes: ``train.label_smoothing`` 0,
+# ``schedule.warmup_steps`` 0, ``schedule.warmup_factor`` 0.1.
+WARMUP_FACTOR = 0.1
+"""The default ``schedule.warmup_factor``: the rate starts at a tenth of ``optim.lr``."""
+
+EPOCH_KEYS = (
+    ("train", "epochs", "steps"),
+    ("schedule", "milestone_epochs", "milestones"),
+    ("schedule", "warmup_epochs", "warmup_steps"),
+)
+"""``(section, key in epochs, key in steps)``: the pairs ``validate`` converts."""
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "multistep")
 
 
-def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Steps in one epoch: ``ceil(train_size / batch_size)``, the number of batches a
+    PyTorch ``DataLoader`` makes of the training set (its last one partial).
+
+    Example:
+        >>> steps_per_epoch(50_000, 128), steps_per_epoch(4000, 100)
+        (391, 40)
+    """
+    if train_size < 1:
+        raise ValueError(f"the training set must hold at least one sample, got {train_size}")
+    return -(-train_size // batch_size)
+
+
+def _epochs_to_steps(
+    given: dict[str, dict[str, Any]], train_size: int | None
+) -> dict[str, dict[str, Any]]:
+    """Check the epoch keys (``EPOCH_KEYS``) and, with ``train_size``, convert them."""
+    train, schedule = given["train"], given["schedule"]
+    for section, key, step_key in EPOCH_KEYS:
+        table = given[section]
+        if key in table and step_key in table:
+            raise ValueError(
+                f"give {section}.{step_key} or {section}.{key}, not both (epochs are converted "
+                f"to steps); e.g. --set {section}.{key}=N instead of --steps"
+                if step_key == "steps"
+                else f"give {section}.{step_key} or {section}.{key}, not both"
+            )
+    if "epochs" in train and train["epochs"] < 1:
+        raise ValueError(f"train.epochs must be ≥ 1, got {train['epochs']}")
+    if "milestone_epochs" in schedule:
+        epochs = schedule["milestone_epochs"]
+        if not epochs or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in epochs
+        ):
+            raise ValueError(
+                "schedule.milestone_epochs must be a non-empty list of positive whole epoch "
+                f"numbers, got {epochs!r}"
+            )
+    if "warmup_epochs" in schedule and not (
+        schedule["warmup_epochs"] >= 0 and math.isfinite(schedule["warmup_epochs"])
+    ):
+        raise ValueError(f"schedule.warmup_epochs must be ≥ 0, got {schedule['warmup_epochs']}")
+    if train_size is None:
+        return given
+    per_epoch = steps_per_epoch(train_size, train["batch_size"])
+    train["steps_per_epoch"] = per_epoch
+    if "epochs" in train:
+        train["steps"] = train["epochs"] * per_epoch
+    if "milestone_epochs" in schedule:
+        schedule["milestones"] = [m * per_epoch for m in schedule["milestone_epochs"]]
+    if "warmup_epochs" in schedule:
+        schedule["warmup_steps"] = round(schedule["warmup_epochs"] * per_epoch)
+    return given
+
+
+def uses_epochs(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` gives any length in epochs (see ``EPOCH_KEYS``)."""
+    return any(
+        isinstance(config.get(section), Mapping) and key in config[section]
+        for section, key, _ in EPOCH_KEYS
+    )
+
+
+def validate(
+    config: Mapping[str, Any], train_size: int | None = None
+) -> dict[str, dict[str, Any]]:
     """The ``train``, ``optim`` and ``schedule`` tables with defaults filled in, checked.
+
+    Lengths may be given in epochs instead of steps (``train.epochs``,
+    ``schedule.milestone_epochs``, ``schedule.warmup_epochs``). With ``train_size`` (the
+    number of training samples, which the task reports) they are converted, one epoch
+    being ``steps_per_epoch(train_size, train.batch_size)`` steps, and the results are
+    filled in under the step keys (``train.steps``, ``schedule.milestones``,
+    ``schedule.warmup_steps``), besides ``train.steps_per_epoch``. Without it they are
+    only checked, and ``train.steps`` is ``None`` when ``train.epochs`` is given.
+
+    Example:
+        >>> cfg = {"train": {"epochs": 200, "batch_size": 128},
+        ...        "schedule": {"name": "multistep", "milestone_epochs": [60, 120, 160],
+        ...                     "warmup_epochs": 1}}
+        >>> tables = validate(cfg, train_size=50_000)
+        >>> tables["train"]["steps"], tables["schedule"]["milestones"]
+        (78200, [23460, 46920, 62560])
+        >>> tables["schedule"]["warmup_steps"]
+        391
 
     Raises:
         ValueError: an unknown key, a value of the wrong type or out of range (named).
@@ -240,7 +343,16 @@ def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     train = {**TRAIN_DEFAULTS, **check_section(config, "train", TRAIN_SCHEMA)}
     optim = {**OPTIM_DEFAULTS, **check_section(config, "optim", OPTIM_SCHEMA)}
     schedule = {**SCHEDULE_DEFAULTS, **check_section(config, "schedule", SCHEDULE_SCHEMA)}
+    given_train = config.get("train", {})
+    if "epochs" in given_train and "steps" not in given_train:
+        del train["steps"]
+    if train["batch_size"] < 1:
+        raise ValueError(f"train.batch_size must be ≥ 1, got {train['batch_size']}")
+    _epochs_to_steps({"train": train, "schedule": schedule}, train_size)
+    train.setdefault("steps", None)
     for key in ("steps", "batch_size"):
+        if key == "steps" and train["steps"] is None:
+            continue
         if train[key] < 1:
             raise ValueError(f"train.{key} must be ≥ 1, got {train[key]}")
     for key in ("log_every", "eval_every", "checkpoint_every", "threads", "workers", "seed"):
@@ -283,7 +395,24 @@ def validate(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(
             f"schedule.name must be one of {', '.join(SCHEDULES)}, got {schedule['name']!r}"
         )
-    if schedule["name"] == "multistep":
+    smoothing = train.get("label_smoothing", 0.0)
+    if not (0 <= smoothing < 1):
+        raise ValueError(f"train.label_smoothing must be in [0, 1), got {smoothing}")
+    if smoothing and train.get("loss") != "cross_entropy":
+        raise ValueError(
+            "train.label_smoothing applies to train.loss = 'cross_entropy' only; set "
+            f"train.loss = 'cross_entropy' explicitly (got {train.get('loss')!r})"
+        )
+    if optim.get("nesterov") and not optim.get("momentum", 0.0) > 0:
+        raise ValueError("optim.nesterov = true needs optim.momentum > 0")
+    if schedule.get("warmup_steps", 0) < 0:
+        raise ValueError(f"schedule.warmup_steps must be ≥ 0, got {schedule['warmup_steps']}")
+    if not 0 <= schedule.get("warmup_factor", WARMUP_FACTOR) <= 1:
+        raise ValueError(
+            f"schedule.warmup_factor must be in [0, 1], got {schedule['warmup_factor']}"
+        )
+    in_epochs = train_size is None and "milestone_epochs" in schedule  # checked above
+    if schedule["name"] == "multistep" and not in_epochs:
         milestones = schedule.get("milestones")
         if not milestones or not all(isinstance(m, int) and m > 0 for m in milestones):
             raise ValueError(

@@ -24,6 +24,8 @@ STREAMS: dict[str, int | None] = {
     "image_validation": 1,  # (seed, crc32 of the image name, 1): its fixed validation noise
     "volume_patches": 2,  # (seed, index, 2): the training patch of a volume recipe
     "volume_validation": 3,  # (eval seed, block index, 3): a validation block's noise
+    "classify_order": 4,  # (seed, pass, 4): the order of one pass over a training set
+    "classify_augment": 5,  # (seed, index, 5): a classification sample's augmentation
 }
 """Stream name → the word appended to the seed words (``None``: nothing appended)."""
 

@@ -5,8 +5,14 @@ the loss and the evaluation; the trainer owns everything else, configured by the
 ``[train]``, ``[optim]`` and ``[schedule]`` tables of a recipe configuration (see
 ``ndwconv.recipes.engine.config``):
 
-* the optimizer (Adam, AdamW, SGD; ``optim.density_lr`` puts learned densities in a
-  parameter group of their own) and the schedule (constant, cosine, multistep);
+* the optimizer (Adam, AdamW, SGD with optional Nesterov momentum; ``optim.density_lr``
+  puts learned densities in a parameter group of their own) and the schedule (constant,
+  cosine, multistep), optionally after a linear warm-up (``schedule.warmup_steps``: the
+  rate of step ``s < W`` is the schedule's times ``f + (1 − f)·s/W``, ``f`` =
+  ``schedule.warmup_factor``, default 0.1);
+* lengths in epochs (``train.epochs``, ``schedule.milestone_epochs``,
+  ``schedule.warmup_epochs``), converted to steps from the training-set size the task
+  reports (``task.train_size``): one epoch is ``ceil(train_size / batch_size)`` steps;
 * the loss: ``task.loss(model(inputs), targets)``, targets moved to ``task.target_dtype``;
 * hooks at step boundaries (``Hook``): e.g. ``FreezeDensities(k)`` freezes learned
   densities after step ``k`` and rebuilds the optimizer (learn-then-freeze);
@@ -69,6 +75,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import json
@@ -95,7 +102,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import validate
+from .config import WARMUP_FACTOR, uses_epochs, validate
 from .distributed import Distribution, distribution, resolve_device
 from .lock import FolderInUseError, RunLock, check_output_folder
 from .log import append_log, plot_curves, truncate_log
@@ -108,6 +115,7 @@ __all__ = [
     "Hook",
     "Run",
     "TrainResult",
+    "WarmupSchedule",
     "fit",
     "step_indices",
 ]
@@ -124,7 +132,7 @@ _RESUMABLE = {
         "threads",
         "workers",
     )
-} | {("train", "steps")}  # a resumed run may be extended (or shortened) to a new length
+} | {("train", "steps"), ("train", "epochs")}  # a resumed run may be extended (or shortened)
 
 
 @dataclasses.dataclass
@@ -208,9 +216,42 @@ def _optimizer(model: nn.Module, optim: Mapping[str, Any]) -> torch.optim.Optimi
     return cls(params, **options)
 
 
+class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """A schedule after a linear warm-up, in closed form: the rate of step ``s`` is
+    ``lr · warm(s) · main(s)``, ``warm(s) = f + (1 − f)·s/W`` for ``s < W`` and 1 after,
+    ``main`` the constant, multistep (milestones counted from step 0, the warm-up
+    included) or cosine (over all ``steps``, towards ``min_lr``) schedule."""
+
+
+def _rate_factor(
+    schedule: Mapping[str, Any], steps: int, base: float
+) -> Any:
+    """``s ↦ rate(s) / base`` of one parameter group (see ``WarmupSchedule``)."""
+    warmup = int(schedule.get("warmup_steps", 0))
+    start = float(schedule.get("warmup_factor", WARMUP_FACTOR))
+    name, gamma, min_lr = schedule["name"], schedule["gamma"], schedule["min_lr"]
+    milestones = sorted(schedule.get("milestones") or [])
+
+    def factor(step: int) -> float:
+        warm = start + (1 - start) * step / warmup if step < warmup else 1.0
+        if name == "cosine" and base > 0:
+            done = min(step, steps) / steps
+            main = (min_lr + (base - min_lr) * (1 + math.cos(math.pi * done)) / 2) / base
+        elif name == "multistep":
+            main = gamma ** bisect.bisect_right(milestones, step)
+        else:
+            main = 1.0
+        return warm * main
+
+    return factor
+
+
 def _scheduler(
     optimizer: torch.optim.Optimizer, schedule: Mapping[str, Any], steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
+    if schedule.get("warmup_steps", 0) > 0:
+        bases = [group["lr"] for group in optimizer.param_groups]
+        return WarmupSchedule(optimizer, [_rate_factor(schedule, steps, b) for b in bases])
     if schedule["name"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=steps, eta_min=schedule["min_lr"]
@@ -401,7 +442,15 @@ def fit(
     Raises:
         FolderInUseError: another live run holds ``out_dir``'s lock.
     """
-    cfg = validate(config)
+    train_size = getattr(task, "train_size", None)
+    if uses_epochs(config) and train_size is None:
+        raise ValueError(
+            "the configuration gives lengths in epochs (train.epochs, "
+            "schedule.milestone_epochs or schedule.warmup_epochs), but the task "
+            f"{getattr(task, 'name', '?')!r} does not report its training-set size "
+            "(task.train_size): give them in steps"
+        )
+    cfg = validate(config, train_size=train_size)
     train = cfg["train"]
     out = check_output_folder(out_dir, "out_dir")
     ctx, device_name = distribution(train["device"])
@@ -703,6 +752,14 @@ def _load_scheduler(
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
         state["T_max"] = steps  # laid out for the run's (possibly new) length
     scheduler.load_state_dict(state)
+    if isinstance(scheduler, WarmupSchedule):  # closed form: the rate of this step
+        rates = [
+            base * factor(step)
+            for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        ]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # type: ignore[attr-defined]
     if (
         isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
         and saved.get("T_max") != steps

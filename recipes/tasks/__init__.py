@@ -118,7 +118,10 @@ class TaskEntry:
 
 
 _REGISTRY: dict[str, TaskEntry] = {}
-_BUILTIN = {"denoise": "ndwconv.recipes.tasks.denoise"}
+_BUILTIN = {
+    "denoise": "ndwconv.recipes.tasks.denoise",
+    "classify": "ndwconv.recipes.tasks.classify",
+}
 
 
 def register_task(entry: TaskEntry, *, replace: bool = False) -> TaskEntry:
