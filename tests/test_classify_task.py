@@ -435,3 +435,100 @@ def test_the_command_line_trains_and_compares_classify(tmp_path, capsys):
     )
     assert code == 1
     assert "--data" in capsys.readouterr().err
+
+
+def test_the_figure_shows_top_confusions_for_many_classes(tmp_path):
+    pytest.importorskip("matplotlib")
+    from ndwconv.recipes.tasks.classify import report
+
+    rng = np.random.default_rng(0)
+    classes = [f"c{i}" for i in range(100)]
+    runs = []
+    for method in ("standard", "weighted"):
+        cm = rng.integers(0, 3, (100, 100))
+        np.fill_diagonal(cm, 60)
+        cm[7, 3] = 40  # the weighted model's largest confusion is c7 → c3
+        runs.append(
+            {
+                "seed": 0,
+                "method": method,
+                "accuracy": 50.0,
+                "steps": 5,
+                "history": [{"step": 5, "accuracy": 50.0}],
+                "details": {
+                    "classes": classes,
+                    "confusion": cm.tolist(),
+                    "top5": 90.0,
+                    "macro_precision": 50.0,
+                    "macro_recall": 50.0,
+                },
+            }
+        )
+    results = {
+        "seeds": [0],
+        "runs": runs,
+        "config": {"name": "many", "train": {"steps": 5}},
+        "metrics": [
+            {
+                "name": "accuracy",
+                "label": "top-1 accuracy",
+                "higher_is_better": True,
+                "digits": 2,
+                "unit": "%",
+            }
+        ],
+    }
+    png = report.figure(results, {}, None, tmp_path / "figure.png")
+    assert png is not None and png.stat().st_size > 10_000
+    header = "\n".join(report.report_header(results))
+    assert "- weighted: c7 → c3 (40)" in header
+    assert "| standard | 90.00 | 50.00 | 50.00 |" in header
+
+
+class FakeCifar:
+    """The agreed interface of ``classify.cifar``, on four tiny images: what the task's
+    data plumbing calls, and with what."""
+
+    CIFAR100_MEAN, CIFAR100_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    def __init__(self):
+        self.calls = []
+
+    def load_cifar100(self, source, split="train", labels="fine"):
+        from types import SimpleNamespace
+
+        self.calls.append((Path(source), split, labels))
+        n = 4 if split == "train" else 2
+        images = np.full((n, 3, 32, 32), 200, dtype=np.uint8)
+        return SimpleNamespace(
+            images=images, labels=np.arange(n, dtype=np.int64) % 2, classes=["apple", "bee"]
+        )
+
+    def augment(self, batch, generator):
+        assert batch.dtype == torch.uint8 and batch.shape[1:] == (3, 32, 32)
+        return batch.flip(-1) if torch.rand((), generator=generator) < 0.5 else batch
+
+    def normalise(self, batch):
+        return (batch.float() / 255 - 0.5) / 0.25
+
+
+def test_cifar100_data_goes_through_the_agreed_interface(tmp_path, monkeypatch):
+    import sys
+
+    fake = FakeCifar()
+    monkeypatch.setitem(sys.modules, "ndwconv.recipes.tasks.classify.cifar", fake)
+    cfg = config()
+    cfg["data"] = {"dataset": "cifar100", "labels": "coarse"}
+    cfg["model"] = {"name": "tiny_cls", "ndim": 2, "num_classes": 2}
+    with pytest.raises(ValueError, match="needs its files: give --data PATH"):
+        ClassifyTask(cfg, "standard")
+    task = ClassifyTask(cfg, "standard", [str(tmp_path)])
+    assert fake.calls == [(tmp_path, "train", "coarse"), (tmp_path, "test", "coarse")]
+    x, label = task.dataset[3]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32)
+    assert torch.allclose(x, torch.full_like(x, (200 / 255 - 0.5) / 0.25))
+    assert isinstance(label, int) and task.train_size == 4 and task.spatial_dims == 2
+    assert (
+        build_model({**cfg, "model": {"name": "tiny_cls", "ndim": 2}}, "standard").head.out_features
+        == 20
+    )  # coarse labels: 20 classes, known without the files
