@@ -9,6 +9,7 @@ a float64 re-derivation of the rates, independent of the engine's scheduler.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -532,3 +533,73 @@ def test_cifar100_data_goes_through_the_agreed_interface(tmp_path, monkeypatch):
         build_model({**cfg, "model": {"name": "tiny_cls", "ndim": 2}}, "standard").head.out_features
         == 20
     )  # coarse labels: 20 classes, known without the files
+
+
+@dataclasses.dataclass
+class FakeSeriesData:
+    """The agreed ``SeriesData``: ``x`` float32 (N, C, L), ``y`` int64 (N,), ``classes``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list
+
+
+class FakeSeries:
+    """The agreed interface of ``classify.series``: ``mnist1d(seed)`` (one set of 5000,
+    split 4000/1000 as the benchmark does), ``load_ucr(source, split)``,
+    ``bundled_ucr(name)``, ``znormalise(x)``."""
+
+    def __init__(self, root: Path):
+        self.root, self.calls = root, []
+
+    def _data(self, n, length, offset=0.0):
+        x = np.arange(n * length, dtype=np.float32).reshape(n, 1, length) + offset
+        return FakeSeriesData(x, np.arange(n, dtype=np.int64) % 3, ["a", "b", "c"])
+
+    def mnist1d(self, seed=0):
+        self.calls.append(("mnist1d", seed))
+        made = self._data(5000, 40)
+        made.classes = [str(i) for i in range(10)]
+        made.y = np.arange(5000, dtype=np.int64) % 10
+        return made
+
+    def bundled_ucr(self, name):
+        self.calls.append(("bundled", name))
+        return self.root / "bundled" / name
+
+    def load_ucr(self, source, split):
+        self.calls.append(("load", Path(source), split))
+        return self._data(6 if split == "train" else 4, 12, offset=5.0)
+
+    def znormalise(self, x):
+        return (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
+
+
+def test_series_data_goes_through_the_agreed_interface(tmp_path, monkeypatch):
+    import sys
+
+    fake = FakeSeries(tmp_path)
+    monkeypatch.setitem(sys.modules, "ndwconv.recipes.tasks.classify.series", fake)
+    cfg = config()
+    cfg["data"] = {"dataset": "mnist1d", "seed": 3}
+    task = ClassifyTask(cfg, "standard")
+    assert fake.calls == [("mnist1d", 3)]
+    assert task.train_size == 4000 and len(task.split.test_y) == 1000
+    assert task.num_classes == 10 and task.split.test_x[0, 0, 0] == 4000 * 40
+    with pytest.raises(ValueError, match="is generated, not read: drop --data"):
+        ClassifyTask(cfg, "standard", str(tmp_path))
+    cfg["data"] = {"dataset": "ucr", "name": "OSULeaf"}
+    task = ClassifyTask(cfg, "standard")  # no --data: the bundled copy
+    assert fake.calls[-3:] == [
+        ("bundled", "OSULeaf"),
+        ("load", tmp_path / "bundled" / "OSULeaf", "train"),
+        ("load", tmp_path / "bundled" / "OSULeaf", "test"),
+    ]
+    x = task.split.train_x
+    np.testing.assert_allclose(x.mean(-1), 0, atol=1e-5)  # z-normalised per series
+    np.testing.assert_allclose(x.std(-1), 1, atol=1e-5)
+    (tmp_path / "archive" / "OSULeaf").mkdir(parents=True)
+    ClassifyTask(cfg, "standard", str(tmp_path / "archive"))  # the archive folder
+    assert fake.calls[-1] == ("load", tmp_path / "archive" / "OSULeaf", "test")
+    ClassifyTask(cfg, "standard", str(tmp_path / "archive" / "OSULeaf"))  # the set's folder
+    assert fake.calls[-1] == ("load", tmp_path / "archive" / "OSULeaf", "test")

@@ -187,12 +187,7 @@ def _cifar100(data: Mapping[str, Any], folder: Path | None) -> Split:
     labels = data.get("labels", "fine")
     train = cifar.load_cifar100(source, split="train", labels=labels)
     test = cifar.load_cifar100(source, split="test", labels=labels)
-    augment = None
-    if data.get("augment", True):
-
-        def augment(batch: Tensor, g: torch.Generator) -> Tensor:
-            return cifar.augment(batch, g)
-
+    augment = cifar.augment if data.get("augment", True) else None  # picklable: workers
     return Split(
         train.images,
         train.labels,
