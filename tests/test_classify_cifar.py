@@ -305,6 +305,15 @@ def test_archive_missing_member(fixture_dir: Path, tmp_path: Path):
         load_cifar100(archive)
 
 
+def test_truncated_archive_refused(fixture_dir: Path, tmp_path: Path):
+    archive = make_tar(fixture_dir, tmp_path / "c.tar.gz")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    # meta and test lie before train (the biggest member) and stay whole
+    assert len(load_cifar100(archive, "test")) == 7
+    with pytest.raises(CifarFormatError, match=re.escape(str(archive))):
+        load_cifar100(archive, "train")
+
+
 def rewrite(folder: Path, name: str, edit) -> None:
     content = fixture_content(23, 7, 5)[name]
     edit(content)
@@ -443,6 +452,12 @@ def test_channel_stats_against_float64_numpy(fixture_dir: Path):
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), rtol=1e-12)  # ddof = 0
     mean_t, std_t = cifar.channel_stats(torch.from_numpy(images))
     assert (mean_t, std_t) == (mean, std)
+    # more images than one chunk of the computation, other channel counts and sizes
+    many = np.random.default_rng(8).integers(0, 256, (2100, 2, 3, 5), dtype=np.uint8)
+    x = many.astype(np.float64) / 255.0
+    mean, std = cifar.channel_stats(many)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), rtol=1e-12)
     with pytest.raises(ValueError, match="uint8"):
         cifar.channel_stats(images.astype(np.float32))
 
