@@ -36,7 +36,7 @@ Example:
     >>> data.num_classes, data.length, data.channels
     (2, 5, 1)
     >>> z = znormalise(np.array([[[1.0, 2.0, 3.0]], [[4.0, 4.0, 4.0]]], np.float32))
-    >>> z.round(4).tolist()
+    >>> z.astype(np.float64).round(4).tolist()
     [[[-1.2247, 0.0, 1.2247]], [[0.0, 0.0, 0.0]]]
 """
 
