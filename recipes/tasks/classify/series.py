@@ -43,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import math
 import os
 import random
@@ -566,9 +566,11 @@ def _parse_ts_header_labels(path: Path) -> set[str]:
 def bundled_ucr(name: str) -> Path:
     """The folder of a UCR set bundled in the ``sktime`` wheel, e.g. ``"ArrowHead"``.
 
-    Located with ``importlib.resources`` in ``sktime/datasets/data/<name>/`` (the package is
-    not imported, so this is fast); the folder holds ``<name>_TRAIN.ts`` and
-    ``<name>_TEST.ts``, which ``load_ucr`` reads.
+    Located in the installed package's ``sktime/datasets/data/<name>/`` through
+    ``importlib.util.find_spec``, which finds the package without importing it
+    (``importlib.resources.files`` would import sktime, and with it pandas and
+    scikit-learn: about 3 s); the folder holds ``<name>_TRAIN.ts`` and ``<name>_TEST.ts``,
+    which ``load_ucr`` reads.
 
     Raises:
         ImportError: sktime is not installed (the message gives the install command).
@@ -576,15 +578,15 @@ def bundled_ucr(name: str) -> Path:
     """
     if not isinstance(name, str) or not name or "/" in name or os.sep in name:
         raise ValueError(f"name must be the name of a bundled set, e.g. 'ArrowHead', got {name!r}")
-    try:
-        root = importlib.resources.files(BUNDLED_PACKAGE)
-    except ModuleNotFoundError:
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             f"the bundled UCR set {name!r} ships with the {BUNDLED_PACKAGE} package, part of "
             f'the examples extra: pip install -e ".[examples]" (or point at your own copy '
             f"of the data set's folder)"
-        ) from None
-    data = Path(str(root.joinpath("datasets", "data")))
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    data = root / "datasets" / "data"
     folder = data / name
     if not (folder / f"{name}_TRAIN.ts").is_file():
         available = (
