@@ -166,7 +166,8 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def test_tsv_folder_shares_classes_across_splits(tmp_path):
     folder = tmp_path / "Toy"
-    _write(folder / "Toy_TRAIN.tsv", "2\t0.5\t1\t2\n-1\t3\t4\t5\n2\t1e-3\t-2\t7\n")
+    # a trailing tab and Windows line ends are tolerated
+    _write(folder / "Toy_TRAIN.tsv", "2\t0.5\t1\t2\t\r\n-1\t3\t4\t5\r\n2\t1e-3\t-2\t7\n")
     _write(folder / "Toy_TEST.tsv", "10\t1\t1\t1\n-1\t0\t0\t0\n")
     before = _digest(folder)
     train, test = load_ucr(folder, "train"), load_ucr(str(folder), "test")

@@ -265,7 +265,7 @@ def _parse_tsv(path: Path) -> _Parsed:
     for number, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
-        fields = line.rstrip("\r\n").split("\t")
+        fields = line.rstrip().split("\t")
         if len(fields) < 2:
             raise ValueError(
                 f"{path}, line {number}: expected a label and values separated by tabs "
@@ -539,6 +539,8 @@ def load_ucr(source: str | os.PathLike[str], split: str = "train") -> SeriesData
     if partner is not None:
         if partner.suffix.lower() == ".ts" and path.suffix.lower() == ".ts":
             other = _parse_ts_header_labels(partner)
+        elif partner.suffix.lower() == ".tsv":
+            other = _tsv_labels(partner)
         else:
             other = set(_parse(partner).labels)
         labels |= other
@@ -546,6 +548,11 @@ def load_ucr(source: str | os.PathLike[str], split: str = "train") -> SeriesData
     index = {label: k for k, label in enumerate(classes)}
     y = np.array([index[label] for label in parsed.labels], dtype=np.int64)
     return SeriesData(np.ascontiguousarray(parsed.x), y, classes)
+
+
+def _tsv_labels(path: Path) -> set[str]:
+    """The first-column labels of a ``.tsv`` file (the values are not parsed)."""
+    return {line.split("\t", 1)[0].strip() for line in _read_lines(path) if line.strip()} - {""}
 
 
 def _parse_ts_header_labels(path: Path) -> set[str]:
