@@ -200,6 +200,8 @@ def test_ts_multivariate_fixture(tmp_path):
 def test_sort_labels():
     assert sort_labels(["10", "9", "-1.5", "9"]) == ["-1.5", "9", "10"]
     assert sort_labels(["b", "10", "9", "a"]) == ["10", "9", "a", "b"]
+    with pytest.raises(ValueError, match=r"'1' and '1\.0' are the same number"):
+        sort_labels(["1", "1.0", "2"])
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import math
 import os
 import random
@@ -214,6 +215,9 @@ def _as_number(label: str) -> float | None:
 def sort_labels(labels: Any) -> list[str]:
     """The distinct labels in class order: numerically if all are numbers, else as text.
 
+    Raises:
+        ValueError: two labels are the same number written differently (``"1"``, ``"1.0"``).
+
     Example:
         >>> sort_labels(["10", "2", "-1", "2"])
         ['-1', '2', '10']
@@ -223,7 +227,14 @@ def sort_labels(labels: Any) -> list[str]:
     distinct = sorted(set(labels))
     numbers = [_as_number(label) for label in distinct]
     if all(n is not None for n in numbers):
-        return [label for _, label in sorted(zip(numbers, distinct, strict=True))]
+        pairs = sorted(zip(numbers, distinct, strict=True))
+        for (a, first), (b, second) in itertools.pairwise(pairs):
+            if a == b:
+                raise ValueError(
+                    f"class labels {first!r} and {second!r} are the same number written "
+                    f"differently; write each class's label one way in every split"
+                )
+        return [label for _, label in pairs]
     return distinct
 
 
