@@ -541,6 +541,8 @@ def load_ucr(source: str | os.PathLike[str], split: str = "train") -> SeriesData
         >>> data = load_ucr(folder, "train")
         >>> data.x.shape, data.y.tolist(), data.classes
         ((2, 1, 3), [1, 0], ['-1', '2', '10'])
+        >>> import shutil
+        >>> shutil.rmtree(folder.parent)
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -548,13 +550,10 @@ def load_ucr(source: str | os.PathLike[str], split: str = "train") -> SeriesData
     parsed = _parse(path)
     labels = set(parsed.labels) | set(parsed.declared or ())
     if partner is not None:
-        if partner.suffix.lower() == ".ts" and path.suffix.lower() == ".ts":
-            other = _parse_ts_header_labels(partner)
-        elif partner.suffix.lower() == ".tsv":
-            other = _tsv_labels(partner)
+        if partner.suffix.lower() == ".ts":
+            labels |= _parse_ts_header_labels(partner)
         else:
-            other = set(_parse(partner).labels)
-        labels |= other
+            labels |= _tsv_labels(partner)
     classes = sort_labels(labels)
     index = {label: k for k, label in enumerate(classes)}
     y = np.array([index[label] for label in parsed.labels], dtype=np.int64)
