@@ -12,6 +12,8 @@ has no plain 4-D convolution).
 
 * ``DnCNN`` — Zhang et al., "Beyond a Gaussian Denoiser", IEEE TIP 2017; any dimension.
 * ``NAFNet`` — Chen et al., "Simple Baselines for Image Restoration", ECCV 2022; 2-D.
+* ``mnist1d_cnn``, ``fcn``, ``resnet_ts`` — series classifiers (``series.py``): the MNIST-1D
+  benchmark's CNN and the FCN and ResNet of Wang et al. (2017); any dimension.
 
 Example:
     >>> net = build_model("dncnn", ndim=1, depth=3, width=4)
@@ -33,12 +35,16 @@ from .dncnn import DnCNN
 from .layers import BatchNormNd, batch_norm, conv_type
 from .nafnet import NAFNet
 from .receptive import receptive_radius
+from .series import FCN, MNIST1DCNN, ResNetTS
 
 __all__ = [
+    "FCN",
+    "MNIST1DCNN",
     "MODELS",
     "BatchNormNd",
     "DnCNN",
     "NAFNet",
+    "ResNetTS",
     "batch_norm",
     "build_model",
     "conv_type",
@@ -48,7 +54,14 @@ __all__ = [
     "receptive_radius",
 ]
 
-MODELS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "nafnet": NAFNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "dncnn": DnCNN,
+    "nafnet": NAFNet,
+    # time-series classifiers (recipes/models/series.py)
+    "mnist1d_cnn": MNIST1DCNN,
+    "fcn": FCN,
+    "resnet_ts": ResNetTS,
+}
 """The recipe models by name (what ``build_model`` accepts)."""
 
 
