@@ -545,8 +545,8 @@ class FakeSeriesData:
 
 
 class FakeSeries:
-    """The agreed interface of ``classify.series``: ``mnist1d(seed)`` (one set of 5000,
-    split 4000/1000 as the benchmark does), ``load_ucr(source, split)``,
+    """The interface of ``classify.series``: ``mnist1d(seed, split)`` (the benchmark's
+    4000/1000 split), ``load_ucr(source, split)``,
     ``bundled_ucr(name)``, ``znormalise(x)``."""
 
     def __init__(self, root: Path):
@@ -556,11 +556,12 @@ class FakeSeries:
         x = np.arange(n * length, dtype=np.float32).reshape(n, 1, length) + offset
         return FakeSeriesData(x, np.arange(n, dtype=np.int64) % 3, ["a", "b", "c"])
 
-    def mnist1d(self, seed=0):
-        self.calls.append(("mnist1d", seed))
-        made = self._data(5000, 40)
+    def mnist1d(self, seed=42, split="train"):
+        self.calls.append(("mnist1d", seed, split))
+        n, first = (4000, 0) if split == "train" else (1000, 4000)
+        made = self._data(n, 40, offset=first * 40.0)
         made.classes = [str(i) for i in range(10)]
-        made.y = np.arange(5000, dtype=np.int64) % 10
+        made.y = np.arange(first, first + n, dtype=np.int64) % 10
         return made
 
     def bundled_ucr(self, name):
@@ -583,7 +584,7 @@ def test_series_data_goes_through_the_agreed_interface(tmp_path, monkeypatch):
     cfg = config()
     cfg["data"] = {"dataset": "mnist1d", "seed": 3}
     task = ClassifyTask(cfg, "standard")
-    assert fake.calls == [("mnist1d", 3)]
+    assert fake.calls == [("mnist1d", 3, "train"), ("mnist1d", 3, "test")]
     assert task.train_size == 4000 and len(task.split.test_y) == 1000
     assert task.num_classes == 10 and task.split.test_x[0, 0, 0] == 4000 * 40
     with pytest.raises(ValueError, match="is generated, not read: drop --data"):

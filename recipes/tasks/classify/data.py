@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 _PACKAGE = __name__.rsplit(".", 1)[0]
-MNIST1D_TRAIN = 4000
 """Training series of the published MNIST-1D benchmark (of 5000; the rest are its test)."""
 
 
@@ -208,17 +206,8 @@ def _mnist1d(data: Mapping[str, Any], folder: Path | None) -> Split:
         )
     series = _module("series")
     options = {"seed": data["seed"]} if "seed" in data else {}
-    if "split" in inspect.signature(series.mnist1d).parameters:
-        train = series.mnist1d(split="train", **options)
-        test = series.mnist1d(split="test", **options)
-    else:
-        made = series.mnist1d(**options)
-        if isinstance(made, (tuple, list)):
-            train, test = made
-        else:  # one set of 5000: the benchmark's split is the first 4000 / the last 1000
-            cut = MNIST1D_TRAIN
-            train = dataclasses.replace(made, x=made.x[:cut], y=made.y[:cut])
-            test = dataclasses.replace(made, x=made.x[cut:], y=made.y[cut:])
+    train = series.mnist1d(split="train", **options)
+    test = series.mnist1d(split="test", **options)
     return Split(
         train.x,
         train.y,
