@@ -258,7 +258,7 @@ def test_dncnn_with_ones_density_matches_plain(ndim):
 
 
 def test_build_model():
-    assert set(MODELS) == {"dncnn", "nafnet"}
+    assert {"dncnn", "nafnet"} <= set(MODELS)
     net = build_model("dncnn", ndim=3, width=8, depth=3)
     assert isinstance(net, DnCNN) and net.config["ndim"] == 3
     x = torch.randn(1, 1, 6, 6, 6)

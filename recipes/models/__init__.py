@@ -12,6 +12,9 @@ has no plain 4-D convolution).
 
 * ``DnCNN`` — Zhang et al., "Beyond a Gaussian Denoiser", IEEE TIP 2017; any dimension.
 * ``NAFNet`` — Chen et al., "Simple Baselines for Image Restoration", ECCV 2022; 2-D.
+* ``vgg11_bn`` … ``vgg19_bn`` — VGG with BatchNorm and the CIFAR head (``VGG``); 1-D to 3-D.
+* ``resnet18``, ``resnet34``, ``resnet50`` — ResNet with the CIFAR stem (``ResNet``); any
+  dimension.
 
 Example:
     >>> net = build_model("dncnn", ndim=1, depth=3, width=4)
@@ -22,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -33,12 +37,16 @@ from .dncnn import DnCNN
 from .layers import BatchNormNd, batch_norm, conv_type
 from .nafnet import NAFNet
 from .receptive import receptive_radius
+from .resnet import ResNet, resnet18, resnet34, resnet50
+from .vgg import VGG, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 
 __all__ = [
     "MODELS",
+    "VGG",
     "BatchNormNd",
     "DnCNN",
     "NAFNet",
+    "ResNet",
     "batch_norm",
     "build_model",
     "conv_type",
@@ -48,7 +56,17 @@ __all__ = [
     "receptive_radius",
 ]
 
-MODELS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "nafnet": NAFNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "dncnn": DnCNN,
+    "nafnet": NAFNet,
+    "vgg11_bn": vgg11_bn,
+    "vgg13_bn": vgg13_bn,
+    "vgg16_bn": vgg16_bn,
+    "vgg19_bn": vgg19_bn,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+}
 """The recipe models by name (what ``build_model`` accepts)."""
 
 
