@@ -114,6 +114,15 @@ PYTORCH_CIFAR100_M = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batch-2 steps gain nothing from threads, and on a busy machine lose to barriers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def meta_model(name: str, **kwargs) -> nn.Module:
     with torch.device("meta"):
         return build_model(name, **kwargs)
