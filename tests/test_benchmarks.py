@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from ndwconv.recipes.models import MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("per_call", "layer_overhead", "train_throughput", "tiling")
+BENCHMARKS = ("per_call", "layer_overhead", "train_throughput", "classify_throughput", "tiling")
 MACHINE_KEYS = {"date", "cpu", "cores", "os", "python", "torch", "numpy", "ndwconv", "threads"}
 needs_monai = pytest.mark.skipif(
     importlib.util.find_spec("monai") is None,
@@ -92,6 +94,32 @@ def test_train_throughput_quick(tmp_path: Path) -> None:
     for row in results["rows"]:
         assert row["standard_patches_per_s"] > 0 and row["candidate_patches_per_s"] > 0
         assert row["time_ratio"]["ratio_median"] > 0
+        assert all(t > 0 for times in row["samples_s"].values() for t in times)
+
+
+def test_classify_throughput_quick(tmp_path: Path) -> None:
+    results = run_quick("classify_throughput", tmp_path)
+    measured = {m["key"] for m in results["models"]}
+    skipped = {s["key"] for s in results["skipped"]}
+    # the 1-D FCN is measured where the registry has it, and skipped with a reason otherwise
+    assert measured == {"vgg16_bn", "resnet18"} | ({"fcn"} & set(MODELS))
+    assert skipped == {"fcn"} - set(MODELS)
+    assert all("not registered" in s["reason"] for s in results["skipped"])
+    # parameter counts derived by arithmetic in tests/test_classify_models.py
+    expected = {"vgg16_bn": (34_015_396, 13, 0), "resnet18": (11_220_132, 17, 3)}
+    for m in results["models"]:
+        assert m["parameters standard"] == m["parameters weighted"]
+        if m["key"] in expected:
+            assert m["classes"] == 100 and m["shape"][1:] == [3, 32, 32]
+            params, weighted, plain = expected[m["key"]]
+            assert m["parameters standard"] == params
+            assert (m["weighted convolutions"], m["plain convolutions"]) == (weighted, plain)
+    assert len(results["rows"]) == 2 * len(measured)
+    for row in results["rows"]:
+        assert row["standard_samples_per_s"] > 0 and row["candidate_samples_per_s"] > 0
+        assert row["time_ratio"]["ratio_median"] > 0
+        assert (row["verdict"] is None) == row["pair"].startswith("A/A")
+        assert row["verdict"] in (None, "PASS", "MISS", "MISS (noise?)")
         assert all(t > 0 for times in row["samples_s"].values() for t in times)
 
 

@@ -14,6 +14,9 @@ has no plain 4-D convolution).
 * ``NAFNet`` — Chen et al., "Simple Baselines for Image Restoration", ECCV 2022; 2-D.
 * ``mnist1d_cnn``, ``fcn``, ``resnet_ts`` — series classifiers (``series.py``): the MNIST-1D
   benchmark's CNN and the FCN and ResNet of Wang et al. (2017); any dimension.
+* ``vgg11_bn`` … ``vgg19_bn`` — VGG with BatchNorm and the CIFAR head (``VGG``); 1-D to 3-D.
+* ``resnet18``, ``resnet34``, ``resnet50`` — ResNet with the CIFAR stem (``ResNet``); any
+  dimension.
 
 Example:
     >>> net = build_model("dncnn", ndim=1, depth=3, width=4)
@@ -24,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -35,15 +39,19 @@ from .dncnn import DnCNN
 from .layers import BatchNormNd, batch_norm, conv_type
 from .nafnet import NAFNet
 from .receptive import receptive_radius
+from .resnet import ResNet, resnet18, resnet34, resnet50
 from .series import FCN, MNIST1DCNN, ResNetTS
+from .vgg import VGG, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 
 __all__ = [
     "FCN",
     "MNIST1DCNN",
     "MODELS",
+    "VGG",
     "BatchNormNd",
     "DnCNN",
     "NAFNet",
+    "ResNet",
     "ResNetTS",
     "batch_norm",
     "build_model",
@@ -54,9 +62,16 @@ __all__ = [
     "receptive_radius",
 ]
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "dncnn": DnCNN,
     "nafnet": NAFNet,
+    "vgg11_bn": vgg11_bn,
+    "vgg13_bn": vgg13_bn,
+    "vgg16_bn": vgg16_bn,
+    "vgg19_bn": vgg19_bn,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
     # time-series classifiers (recipes/models/series.py)
     "mnist1d_cnn": MNIST1DCNN,
     "fcn": FCN,
