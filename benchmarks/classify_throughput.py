@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classify_throughput",
         __doc__,
         [
-            "python -m benchmarks.classify_throughput           # CPU, ~10 min (estimate), 2 cores",
+            "python -m benchmarks.classify_throughput           # CPU, ~7 min on 2 cores",
             "python -m benchmarks.classify_throughput --quick   # smoke test: tiny, 1 thread",
             "python -m benchmarks.classify_throughput --models resnet18 fcn",
             "python -m benchmarks.classify_throughput --device cuda",
