@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from ndwconv.recipes.models import MODELS
-
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("per_call", "layer_overhead", "train_throughput", "classify_throughput", "tiling")
 MACHINE_KEYS = {"date", "cpu", "cores", "os", "python", "torch", "numpy", "ndwconv", "threads"}
