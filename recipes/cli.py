@@ -152,11 +152,21 @@ def compare_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_compare, command="compare")
 
 
-def _list_configs() -> int:
+def _list_configs(task: str | None) -> int:
+    """The built-in configurations of ``task`` (all of them, with their task, without one)."""
     from .engine.config import builtin_configs
+    from .tasks import get_task
 
+    if task is not None:
+        get_task(task)  # an unknown task is an error, not an empty list
+        for name, line in builtin_configs(task).items():
+            print(f"{name:20s} {line}")
+        return 0
+    from .tasks import task_names
+
+    owner = {name: t for t in task_names() for name in builtin_configs(t)}
     for name, line in builtin_configs().items():
-        print(f"{name:20s} {line}")
+        print(f"{name:20s} {owner.get(name, '-'):10s} {line}")
     return 0
 
 
@@ -232,7 +242,7 @@ def _output_folder(args: argparse.Namespace, default: str) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     if args.list_configs:
-        return _list_configs()
+        return _list_configs(args.task)
     entry = _entry(args)
     from .engine.compare import check_fit
     from .engine.trainer import fit
@@ -259,7 +269,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     if args.list_configs:
-        return _list_configs()
+        return _list_configs(args.task)
     entry = _entry(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(

@@ -87,6 +87,21 @@ def test_list_configs_needs_no_task_but_a_run_does(capsys):
     code, _, err = run(capsys, "train")
     assert code == 1
     assert_one_line_error(err, "name the task", "ndwconv train denoise")
+
+
+def test_list_configs_of_a_task_lists_only_that_tasks_configurations(capsys):
+    """``compare classify --list-configs`` must not offer denoising configurations (and the
+    other way round); without a task every configuration is listed with its task."""
+    code, out, _ = run(capsys, "compare", "classify", "--list-configs")
+    names = {line.split()[0] for line in out.splitlines()}
+    assert code == 0 and {"quick-classify", "mnist1d", "cifar100-paper"} <= names
+    assert not names & {"quick", "bsd-cpu", "mni"}
+    code, out, _ = run(capsys, "train", "denoise", "--list-configs")
+    names = {line.split()[0] for line in out.splitlines()}
+    assert code == 0 and {"quick", "bsd-cpu", "mni"} <= names and "mnist1d" not in names
+    code, out, _ = run(capsys, "compare", "--list-configs")
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert rows["quick"] == "denoise" and rows["quick-classify"] == "classify"
     code, _, err = run(capsys, "train", "--config", "quick")  # flags belong to a task
     assert code == 2 and "usage: ndwconv train" in err
 

@@ -58,12 +58,18 @@ def _configs_folder() -> Any:
     return resources.files(BUILTIN)
 
 
-def builtin_configs() -> dict[str, str]:
-    """The built-in configurations: ``{name: first line of its description}``."""
+def builtin_configs(task: str | None = None) -> dict[str, str]:
+    """The built-in configurations: ``{name: first line of its description}``.
+
+    Args:
+        task: only the configurations of this task (their ``task`` key); all by default.
+    """
     found = {}
     for entry in _configs_folder().iterdir():
         if entry.name.endswith(".toml"):
             data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            if task is not None and data.get("task") != task:
+                continue
             found[entry.name[: -len(".toml")]] = str(data.get("description", "")).split("\n")[0]
     return dict(sorted(found.items()))
 
