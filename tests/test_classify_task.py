@@ -262,6 +262,7 @@ def test_epochs_convert_to_steps_by_ceil_of_train_size_over_batch():
     assert tables["train"]["steps"] == 200 * 391
     assert tables["schedule"]["milestones"] == [60 * 391, 120 * 391, 160 * 391]
     assert tables["schedule"]["warmup_steps"] == 391
+    assert tables["train"]["eval_every"] == tables["train"]["checkpoint_every"] == 10 * 391
     assert validate(cfg)["train"]["steps"] is None  # no size: checked, not converted
     odd = {"train": {"epochs": 3, "batch_size": 16}, "schedule": {"warmup_epochs": 0.5}}
     converted = validate(odd, train_size=97)  # ceil(97 / 16) = 7
@@ -304,6 +305,11 @@ def test_bad_task_configs_name_the_key(change, message):
 ENGINE_BAD = [
     ({"train": {"steps": 5, "epochs": 2}}, "give train.steps or train.epochs, not both"),
     ({"train": {"epochs": 0}}, "train.epochs must be ≥ 1"),
+    ({"train": {"eval_every_epochs": -1}}, "train.eval_every_epochs must be ≥ 0"),
+    (
+        {"train": {"checkpoint_every": 5, "checkpoint_every_epochs": 1}},
+        "give train.checkpoint_every or train.checkpoint_every_epochs, not both",
+    ),
     ({"schedule": {"milestone_epochs": [0]}}, "schedule.milestone_epochs must be"),
     (
         {"schedule": {"milestones": [5], "milestone_epochs": [1]}},

@@ -200,6 +200,8 @@ TRAIN_SCHEMA: dict[str, Any] = {
     "channels_last": bool,
     "sync_bn": bool,
     "epochs": int,
+    "eval_every_epochs": int,
+    "checkpoint_every_epochs": int,
     "label_smoothing": float,
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -248,6 +250,8 @@ WARMUP_FACTOR = 0.1
 
 EPOCH_KEYS = (
     ("train", "epochs", "steps"),
+    ("train", "eval_every_epochs", "eval_every"),
+    ("train", "checkpoint_every_epochs", "checkpoint_every"),
     ("schedule", "milestone_epochs", "milestones"),
     ("schedule", "warmup_epochs", "warmup_steps"),
 )
@@ -286,6 +290,9 @@ def _epochs_to_steps(
             )
     if "epochs" in train and train["epochs"] < 1:
         raise ValueError(f"train.epochs must be ≥ 1, got {train['epochs']}")
+    for key in ("eval_every_epochs", "checkpoint_every_epochs"):
+        if key in train and train[key] < 0:
+            raise ValueError(f"train.{key} must be ≥ 0 (0: never), got {train[key]}")
     if "milestone_epochs" in schedule:
         epochs = schedule["milestone_epochs"]
         if not epochs or not all(
@@ -305,6 +312,12 @@ def _epochs_to_steps(
     train["steps_per_epoch"] = per_epoch
     if "epochs" in train:
         train["steps"] = train["epochs"] * per_epoch
+    for key, step_key in (
+        ("eval_every_epochs", "eval_every"),
+        ("checkpoint_every_epochs", "checkpoint_every"),
+    ):
+        if key in train:
+            train[step_key] = train[key] * per_epoch
     if "milestone_epochs" in schedule:
         schedule["milestones"] = [m * per_epoch for m in schedule["milestone_epochs"]]
     if "warmup_epochs" in schedule:
@@ -320,9 +333,7 @@ def uses_epochs(config: Mapping[str, Any]) -> bool:
     )
 
 
-def validate(
-    config: Mapping[str, Any], train_size: int | None = None
-) -> dict[str, dict[str, Any]]:
+def validate(config: Mapping[str, Any], train_size: int | None = None) -> dict[str, dict[str, Any]]:
     """The ``train``, ``optim`` and ``schedule`` tables with defaults filled in, checked.
 
     Lengths may be given in epochs instead of steps (``train.epochs``,
@@ -350,19 +361,21 @@ def validate(
     optim = {**OPTIM_DEFAULTS, **check_section(config, "optim", OPTIM_SCHEMA)}
     schedule = {**SCHEDULE_DEFAULTS, **check_section(config, "schedule", SCHEDULE_SCHEMA)}
     given_train = config.get("train", {})
-    if "epochs" in given_train and "steps" not in given_train:
-        del train["steps"]
+    for section, key, step_key in EPOCH_KEYS:  # a length in epochs replaces the default
+        if section == "train" and key in given_train and step_key not in given_train:
+            del train[step_key]
     if train["batch_size"] < 1:
         raise ValueError(f"train.batch_size must be ≥ 1, got {train['batch_size']}")
     _epochs_to_steps({"train": train, "schedule": schedule}, train_size)
-    train.setdefault("steps", None)
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        train.setdefault(key, None)  # given in epochs, not converted without train_size
     for key in ("steps", "batch_size"):
         if key == "steps" and train["steps"] is None:
             continue
         if train[key] < 1:
             raise ValueError(f"train.{key} must be ≥ 1, got {train[key]}")
     for key in ("log_every", "eval_every", "checkpoint_every", "threads", "workers", "seed"):
-        if train[key] < 0:
+        if train[key] is not None and train[key] < 0:
             raise ValueError(f"train.{key} must be ≥ 0, got {train[key]}")
     if train["keep_checkpoints"] < 1:
         raise ValueError(f"train.keep_checkpoints must be ≥ 1, got {train['keep_checkpoints']}")
