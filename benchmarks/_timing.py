@@ -553,3 +553,72 @@ def format_table(
     lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*row) for row in rows]
     return "\n".join(lines)
+
+
+@dataclass
+class StepSettings:
+    """How the network throughput benchmarks time their training steps."""
+
+    device: torch.device
+    repeats: int
+    warmup: int
+    min_sample_s: float
+    wait_quiet_s: float
+    quick: bool
+
+
+def add_step_options(
+    parser: argparse.ArgumentParser, *, repeats: tuple[int, int], warmup_note: str, wait_unit: str
+) -> None:
+    """``--device``, ``--repeats``, ``--warmup`` and ``--wait-quiet`` of a network benchmark.
+
+    Args:
+        repeats: the default number of interleaved repeats, ``(full, quick)``.
+        warmup_note: what the first untimed step also does (e.g. creates optimizer state).
+        wait_unit: what is waited before (``"network"``, ``"table block"``).
+    """
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        help=f"interleaved repeats (default {repeats[0]}; {repeats[1]} with --quick)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=positive_int,
+        help=f"untimed steps per candidate before timing (default 3; 1 with --quick); "
+        f"{warmup_note}",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"before each {wait_unit} wait up to S s for other processes to use < 0.25 cores "
+        "(default 10; 0 with --quick)",
+    )
+
+
+def step_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, repeats: tuple[int, int]
+) -> StepSettings:
+    """The options of :func:`add_step_options` resolved (usage errors through ``parser``)."""
+    from ndwconv.recipes.engine.distributed import resolve_device
+
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as err:
+        parser.error(str(err))
+    wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 10.0)
+    if wait < 0:
+        parser.error(f"--wait-quiet must be ≥ 0, got {wait}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return StepSettings(
+        device=device,
+        repeats=args.repeats or (repeats[1] if args.quick else repeats[0]),
+        warmup=args.warmup or (1 if args.quick else 3),
+        min_sample_s=0.01 if args.quick else 0.2,
+        wait_quiet_s=wait,
+        quick=args.quick,
+    )

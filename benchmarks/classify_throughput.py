@@ -45,20 +45,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import ndwconv
-from ndwconv.recipes.engine.distributed import resolve_device
 from ndwconv.recipes.models import MODELS, build_model, count_parameters, make_weighted
 
 from ._timing import (
     ForeignLoad,
     RatioStats,
     Run,
+    StepSettings,
+    add_step_options,
     fmt_load,
     format_table,
     interleaved,
     make_parser,
-    positive_int,
     ratio_stats,
     set_threads,
+    step_settings,
     synchronizer,
     verdict,
     wait_for_quiet,
@@ -134,16 +135,6 @@ def train_step(model: nn.Module, inputs: Tensor, labels: Tensor) -> Callable[[],
 
 
 @dataclass
-class Settings:
-    device: torch.device
-    repeats: int
-    warmup: int
-    min_sample_s: float
-    wait_quiet_s: float
-    quick: bool
-
-
-@dataclass
 class Row:
     """One comparison: ``candidate`` against the standard network, training steps."""
 
@@ -170,7 +161,7 @@ def build_trio(cfg: Config, device: torch.device) -> dict[str, nn.Module]:
     return {"standard": standard, "weighted": weighted, "control": copy.deepcopy(standard)}
 
 
-def measure(cfg: Config, settings: Settings) -> tuple[list[Row], dict[str, Any]]:
+def measure(cfg: Config, settings: StepSettings) -> tuple[list[Row], dict[str, Any]]:
     device = settings.device
     shape = cfg.quick if settings.quick else cfg.shape
     models = build_trio(cfg, device)
@@ -284,30 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m benchmarks.classify_throughput --device cuda",
         ],
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add_step_options(
+        parser,
+        repeats=(15, 2),
+        warmup_note="the first one also creates the momentum buffers",
+        wait_unit="network",
+    )
     parser.add_argument(
         "--models",
         nargs="+",
         choices=[c.key for c in CONFIGS],
         metavar="NAME",
         help=f"which networks (default: all of {', '.join(c.key for c in CONFIGS)})",
-    )
-    parser.add_argument(
-        "--repeats", type=positive_int, help="interleaved repeats (default 15; 2 with --quick)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=positive_int,
-        help="untimed steps per network before timing (default 3; 1 with --quick); the "
-        "first one also creates the momentum buffers",
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=None,
-        metavar="S",
-        help="before each network wait up to S s for other processes to use < 0.25 cores "
-        "(default 10; 0 with --quick)",
     )
     return parser
 
@@ -316,34 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_threads(args)
-    try:
-        device = resolve_device(args.device, "--device")
-    except ValueError as err:
-        parser.error(str(err))
-    repeats = args.repeats or (2 if args.quick else 15)
-    warmup = args.warmup or (1 if args.quick else 3)
-    wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 10.0)
-    if wait < 0:
-        parser.error(f"--wait-quiet must be ≥ 0, got {wait}")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    settings = Settings(
-        device=device,
-        repeats=repeats,
-        warmup=warmup,
-        min_sample_s=0.01 if args.quick else 0.2,
-        wait_quiet_s=wait,
-        quick=args.quick,
-    )
+    settings = step_settings(args, parser, repeats=(15, 2))
+    device = settings.device
     chosen = set(args.models or [c.key for c in CONFIGS])
     configs = [c for c in CONFIGS if c.key in chosen]
 
     run = Run("classify_throughput", args, argv, device)
     header = {
-        "repeats": repeats,
-        "warmup": warmup,
+        "repeats": settings.repeats,
+        "warmup": settings.warmup,
         "min_sample_s": settings.min_sample_s,
-        "wait_quiet_s": wait,
+        "wait_quiet_s": settings.wait_quiet_s,
         "density": DENSITY,
         "optimizer": "SGD lr 0.01, Nesterov momentum 0.9, weight decay 5e-4",
         "candidates": "standard, weighted, A/A copy of standard (interleaved)",

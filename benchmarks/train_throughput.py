@@ -48,20 +48,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import ndwconv
-from ndwconv.recipes.engine.distributed import resolve_device
 from ndwconv.recipes.models import build_model, count_parameters
 
 from ._timing import (
     ForeignLoad,
     RatioStats,
     Run,
+    StepSettings,
+    add_step_options,
     fmt_load,
     format_table,
     interleaved,
     make_parser,
-    positive_int,
     ratio_stats,
     set_threads,
+    step_settings,
     synchronizer,
     wait_for_quiet,
 )
@@ -169,16 +170,6 @@ def infer_step(model: nn.Module, inputs: Tensor) -> Callable[[], Tensor]:
 
 
 @dataclass
-class Settings:
-    device: torch.device
-    repeats: int
-    warmup: int
-    min_sample_s: float
-    wait_quiet_s: float
-    quick: bool
-
-
-@dataclass
 class Row:
     """One comparison: ``candidate`` against the standard network, in one mode."""
 
@@ -204,7 +195,7 @@ def build_pair(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module,
     return standard, weighted, len(report.replaced)
 
 
-def measure(cfg: Config, settings: Settings) -> tuple[list[Row], dict[str, Any]]:
+def measure(cfg: Config, settings: StepSettings) -> tuple[list[Row], dict[str, Any]]:
     device = settings.device
     shape = cfg.shape(device, settings.quick)
     standard, weighted, converted = build_pair(cfg, device)
@@ -313,26 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
             "python -m benchmarks.train_throughput --device cuda --full  # adds NAFNet width 32",
         ],
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    parser.add_argument(
-        "--repeats", type=positive_int, help="interleaved repeats (default 20; 3 with --quick)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=positive_int,
-        help="untimed calls per candidate before timing (default 3; 1 with --quick); the "
-        "first training step also creates Adam's state",
+    add_step_options(
+        parser,
+        repeats=(20, 3),
+        warmup_note="the first training step also creates Adam's state",
+        wait_unit="table block",
     )
     parser.add_argument(
         "--full", action="store_true", help="also NAFNet width 32, the paper's default (GPU)"
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=None,
-        metavar="S",
-        help="before each table block wait up to S s for other processes to use < 0.25 cores "
-        "(default 10; 0 with --quick)",
     )
     return parser
 
@@ -341,33 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_threads(args)
-    try:
-        device = resolve_device(args.device, "--device")
-    except ValueError as err:
-        parser.error(str(err))
-    repeats = args.repeats or (3 if args.quick else 20)
-    warmup = args.warmup or (1 if args.quick else 3)
-    wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 10.0)
-    if wait < 0:
-        parser.error(f"--wait-quiet must be ≥ 0, got {wait}")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    settings = Settings(
-        device=device,
-        repeats=repeats,
-        warmup=warmup,
-        min_sample_s=0.01 if args.quick else 0.2,
-        wait_quiet_s=wait,
-        quick=args.quick,
-    )
+    settings = step_settings(args, parser, repeats=(20, 3))
+    device = settings.device
     configs = [c for c in CONFIGS if args.full or not c.full_only]
 
     run = Run("train_throughput", args, argv, device)
     header = {
-        "repeats": repeats,
-        "warmup": warmup,
+        "repeats": settings.repeats,
+        "warmup": settings.warmup,
         "min_sample_s": settings.min_sample_s,
-        "wait_quiet_s": wait,
+        "wait_quiet_s": settings.wait_quiet_s,
         "candidates": "standard, weighted, A/A copy of standard (interleaved)",
     }
     print("## Training throughput: weighted vs standard networks\n")
