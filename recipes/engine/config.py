@@ -40,9 +40,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "BUILTIN",
+    "ENGINE_SECTIONS",
     "apply_overrides",
     "builtin_configs",
     "check_section",
+    "check_sections",
     "load_config",
     "parse_override",
     "steps_per_epoch",
@@ -155,6 +157,23 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     data["source"] = source
     data.setdefault("name", Path(str(name_or_path)).stem)
     return data
+
+
+ENGINE_SECTIONS = frozenset(
+    {"task", "name", "description", "source", "compare", "train", "optim", "schedule"}
+)
+"""The top-level keys of a configuration the engine reads (a task adds its own)."""
+
+
+def check_sections(config: Mapping[str, Any], task_sections: Iterable[str]) -> None:
+    """Refuse top-level keys that are neither the engine's nor in ``task_sections``."""
+    known = ENGINE_SECTIONS | set(task_sections)
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(
+            f"unknown config section(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
 
 
 def check_section(

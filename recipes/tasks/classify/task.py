@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 import ndwconv
 
-from ...engine.config import check_section
+from ...engine.config import check_section, check_sections
 from ...engine.task import METHODS, Metric, loss_by_name
 from ...models import build_model as build_registered
 from ...models import make_weighted
@@ -70,20 +70,7 @@ DATA_SCHEMA: dict[str, Any] = {
 EVAL_SCHEMA: dict[str, Any] = {"batch_size": int, "curve_samples": int}
 EVAL_DEFAULTS: dict[str, Any] = {"batch_size": 256, "curve_samples": 0}
 WEIGHTED_SCHEMA: dict[str, Any] = {"density": str}
-KNOWN_SECTIONS = {
-    "task",
-    "name",
-    "description",
-    "source",
-    "compare",
-    "model",
-    "data",
-    "eval",
-    "weighted",
-    "train",
-    "optim",
-    "schedule",
-}
+TASK_SECTIONS = ("model", "data", "eval", "weighted")
 UNKNOWN_CLASSES = 2
 """``num_classes`` of the model built without data when neither ``model.num_classes`` nor
 the dataset kind says it (e.g. a UCR set): no convolution depends on it, so the check that
@@ -101,12 +88,7 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         >>> tables["data"]["name"], tables["eval"]["batch_size"]
         ('ArrowHead', 256)
     """
-    unknown = set(config) - KNOWN_SECTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown config section(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(KNOWN_SECTIONS))})"
-        )
+    check_sections(config, TASK_SECTIONS)
     model = config.get("model", {})
     if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
         raise ValueError(

@@ -14,7 +14,7 @@ from typing import Any
 import ndwconv
 from ndwconv.adapters.volumes import physical_density
 
-from ...engine.config import check_section
+from ...engine.config import check_section, check_sections
 from ...engine.task import loss_by_name
 from .base import LOSS_NAMES
 from .data import NoiseSpec
@@ -43,21 +43,7 @@ NOISE_SCHEMA: dict[str, Any] = {"sigma": (float, str), "validation_sigma": float
 EVAL_SCHEMA: dict[str, Any] = {"tile": int, "overlap": int, "seed": int, "curve_images": int}
 EVAL_DEFAULTS: dict[str, Any] = {"tile": 0, "overlap": 32, "seed": 0, "curve_images": 0}
 WEIGHTED_SCHEMA: dict[str, Any] = {"density": str}
-KNOWN_SECTIONS = {
-    "task",
-    "name",
-    "description",
-    "source",
-    "compare",
-    "model",
-    "data",
-    "noise",
-    "eval",
-    "weighted",
-    "train",
-    "optim",
-    "schedule",
-}
+TASK_SECTIONS = ("model", "data", "noise", "eval", "weighted")
 
 
 VOLUME_DATA_SCHEMA: dict[str, Any] = {
@@ -85,7 +71,6 @@ VOLUME_DATA_DEFAULTS: dict[str, Any] = {
     "min_foreground": 0.0,
     "foreground_level": 0.1,
 }
-
 
 
 def is_volume_config(config: Mapping[str, Any]) -> bool:
@@ -125,8 +110,9 @@ def check_volume_config(config: Mapping[str, Any]) -> dict[str, Any]:
     data["train"] = train
     noise = _check_noise(config)
     if noise["kind"] not in NOISE_KINDS:
-        raise ValueError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got "
-                         f"{noise['kind']!r}")
+        raise ValueError(
+            f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got {noise['kind']!r}"
+        )
     return {"data": data, "noise": noise}
 
 
@@ -146,12 +132,7 @@ def _check_noise(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The denoising tables with defaults filled in; unknown sections or keys are errors."""
-    unknown = set(config) - KNOWN_SECTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown config section(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(KNOWN_SECTIONS))})"
-        )
+    check_sections(config, TASK_SECTIONS)
     model = dict(config.get("model", {}))
     if "name" not in model:
         raise ValueError("config key model.name is missing (dncnn or nafnet)")
@@ -190,5 +171,3 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if key in data and data[key] < 1:
             raise ValueError(f"data.{key} must be ≥ 1, got {data[key]}")
     return {"model": model, "data": data, "noise": noise, "eval": evals, "weighted": weighted}
-
-
