@@ -380,6 +380,15 @@ def test_compare_writes_its_report_files(tmp_path):
     assert "| method | top-1 accuracy (%) | macro F1 (%) | seeds |" in report
     assert "top-5 accuracy (%)" in report and "Most frequent confusions" in report
     assert "Weighted − standard top-1 accuracy:" in report
+    # the main table and its verdict come first, then the further scores, then the runs
+    order = [
+        report.index("| method | top-1 accuracy (%) | macro F1 (%) | seeds |"),
+        report.index("Weighted − standard top-1 accuracy:"),
+        report.index("Further final scores"),
+        report.index("Most frequent confusions"),
+        report.index("## Runs"),
+    ]
+    assert order == sorted(order)
     # a second invocation with --resume only re-scores the finished runs: details again
     again = compare(
         get_task("classify"), cfg, seeds=[0, 1], out_dir=tmp_path, progress=False, resume=True

@@ -241,7 +241,8 @@ def _compare(
     if per_item:
         _write_csv(out / f"per_{entry.item}.csv", per_item)
     header = entry.report_header(results) if entry.report_header else None
-    report = report_markdown(results, header)
+    sections = entry.report_sections(results) if entry.report_sections else ()
+    report = report_markdown(results, header, sections)
     atomic_write(out / "report.md", lambda p: p.write_text(report, "utf-8"))
     draw = entry.figure or _curves_figure
     if draw(results, panels, first_item, out / "figure.png") is not None:
@@ -341,8 +342,13 @@ def verdict(results: Mapping[str, Any]) -> str:
     )
 
 
-def report_markdown(results: Mapping[str, Any], header: Sequence[str] | None = None) -> str:
-    """The Markdown report of a comparison; ``header`` opens it (default: a generic one)."""
+def report_markdown(
+    results: Mapping[str, Any],
+    header: Sequence[str] | None = None,
+    sections: Sequence[str] = (),
+) -> str:
+    """The Markdown report of a comparison; ``header`` opens it (default: a generic one),
+    ``sections`` follow the main table and its verdict."""
     metrics = _metrics(results)
     cfg = results["config"]
     train = validate(cfg)["train"]
@@ -369,6 +375,7 @@ def report_markdown(results: Mapping[str, Any], header: Sequence[str] | None = N
         "",
         f"{defined} ± is the {definitions['std']}.".strip(),
         "",
+        *([*sections, ""] if sections else []),
         "## Runs",
         "",
         "| seed | method | "

@@ -81,6 +81,8 @@ class TaskEntry:
             comparison table (e.g. the noisy input), from the first run's per-item rows.
         metric_definitions: ``metric_definitions(config) -> {metric: definition}``.
         report_header: ``report_header(results) -> lines`` opening the comparison report.
+        report_sections: ``report_sections(results) -> lines`` placed after the main
+            table and its verdict (further scores, confusions, …).
         figure: ``figure(results, panels, item, png) -> path | None``: the comparison
             figure (default: validation curves only).
         item: what one evaluation item is called (``"image"``): ``per_ITEM.csv``.
@@ -100,6 +102,7 @@ class TaskEntry:
     baselines: Callable[[Sequence[Mapping[str, Any]]], dict[str, dict[str, float]]] | None = None
     metric_definitions: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
     report_header: Callable[[Mapping[str, Any]], list[str]] | None = None
+    report_sections: Callable[[Mapping[str, Any]], list[str]] | None = None
     figure: Figure | None = None
     item: str = "item"
 

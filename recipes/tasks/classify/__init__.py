@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .. import TaskEntry, register_task
 from .data import Split, register_dataset, unregister_dataset
-from .report import figure, metric_definitions, report_header
+from .report import figure, metric_definitions, report_header, report_sections
 from .task import (
     METRICS,
     ClassifyTask,
@@ -53,6 +53,7 @@ ENTRY = register_task(
         "sktime bundles); mnist1d: none (generated)",
         metric_definitions=metric_definitions,
         report_header=report_header,
+        report_sections=report_sections,
         figure=figure,
         item="sample",
     )

@@ -25,7 +25,7 @@ from ...engine.config import validate
 from ...engine.task import METHODS
 from .metrics import top_confusions
 
-__all__ = ["figure", "metric_definitions", "report_header"]
+__all__ = ["figure", "metric_definitions", "report_header", "report_sections"]
 
 FURTHER = (
     ("top5", "top-5 accuracy"),
@@ -86,7 +86,7 @@ def confusion_lines(results: Mapping[str, Any], k: int = 5) -> list[str]:
 
 
 def report_header(results: Mapping[str, Any]) -> list[str]:
-    """The report's title, setup (model, data, density, budget, seeds) and further scores."""
+    """The report's title and setup (model, data, density, budget, seeds)."""
     cfg = results["config"]
     train = validate(cfg)["train"]
     runs = results["runs"]
@@ -103,13 +103,18 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
         + f", density `{cfg.get('weighted', {}).get('density', 'default')}`; {budget}; "
         f"seeds {', '.join(map(str, results['seeds']))}. Scores on the test split.",
     ]
+    return lines
+
+
+def report_sections(results: Mapping[str, Any]) -> list[str]:
+    """What follows the main table: the further final scores and the top confusions."""
+    lines: list[str] = []
     table = further_table(results)
     if table:
-        lines += ["", "Further final scores (mean ± sample std over seeds):", "", *table]
+        lines += ["Further final scores (mean ± sample std over seeds):", "", *table, ""]
     confusions = confusion_lines(results)
     if confusions:
         lines += [
-            "",
             f"Most frequent confusions (true → predicted, count; seed {results['seeds'][0]}):",
             "",
             *confusions,
