@@ -18,16 +18,18 @@ short form, which its ``from_string_args`` reads with the helpers here:
 
 Numbers are comma-separated and written back in their shortest round-trip form, so
 strings are exact. A physical unit is one suffix after the last number and applies to
-all of them; ``UNITS`` lists the accepted ones (mm and µm for lengths, s and ms for
-times). A length is resolved against a spacing in millimetres per sample, a time
-against a spacing in seconds per sample.
+all of them; ``UNITS`` lists the accepted ones (mm and µm for lengths; s, ms, µs, min,
+h and d for times). A length is resolved against a spacing in millimetres per sample, a
+time against a spacing in seconds per sample.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
@@ -43,11 +45,21 @@ __all__ = [
 ]
 
 
-UNITS: Mapping[str, tuple[str, int]] = MappingProxyType(
-    {"mm": ("mm", 1), "um": ("mm", 1000), "s": ("s", 1), "ms": ("s", 1000)}
+UNITS: Mapping[str, tuple[str, int | Fraction]] = MappingProxyType(
+    {
+        "mm": ("mm", 1),
+        "um": ("mm", 1000),
+        "s": ("s", 1),
+        "ms": ("s", 1000),
+        "us": ("s", 1_000_000),
+        "min": ("s", Fraction(1, 60)),
+        "h": ("s", Fraction(1, 3600)),
+        "d": ("s", Fraction(1, 86400)),
+    }
 )
 """Physical units a spec may give distances in: ``unit → (base unit, units per base
-unit)``. A spacing is always given in the base unit: mm for lengths, s for times."""
+unit)``. A spacing is always given in the base unit: mm for lengths, s for times (the
+minute, hour and day count 60, 3600 and 86400 s: time series along a calendar)."""
 
 _TRAILING_WORD = re.compile(r"([^\W\d_]+)\s*$")
 _FLOAT_WORDS = frozenset({"inf", "infinity", "nan"})
@@ -99,9 +111,13 @@ def split_unit(text: str, what: str) -> tuple[str, str | None]:
 
 
 def to_base_unit(values: Iterable[float], unit: str) -> tuple[float, ...]:
-    """``values`` given in ``unit``, in its base unit (mm or s): ``20 ms → 0.02 s``."""
-    per_base = UNITS[canonical_unit(unit)][1]
-    return tuple(float(v) / per_base for v in values)
+    """``values`` given in ``unit``, in its base unit (mm or s): ``20 ms → 0.02 s``.
+
+    The conversion is exact up to one rounding (``2 h → 7200.0 s``).
+    """
+    per_base = Fraction(UNITS[canonical_unit(unit)][1])
+    floats = [float(v) for v in values]
+    return tuple(float(Fraction(v) / per_base) if math.isfinite(v) else v for v in floats)
 
 
 def parse_numbers(text: str, what: str) -> list[float]:
