@@ -275,6 +275,12 @@ def smooth_weights(density: Any, size: int, spacing: float | None = None) -> np.
         if spacing is None:
             raise ValueError(f"density {density!r} is in {family.unit}: give spacing=")
         family = family.resolve(spacing)
+    return _weights(family, size, density)
+
+
+def _weights(family: Density, size: int, density: Any) -> np.ndarray:
+    """``family``'s (unit-free) profile over ``size`` taps, normalised; ``density`` is
+    what the user gave, for messages."""
     _check_size(size)
     try:
         profile = family.profile(int(size), 0, 1).numpy().astype(np.float64)
@@ -573,7 +579,7 @@ def smooth(
     else:
         _check_size(size)
         samples = int(size)
-    weights = smooth_weights(resolved, samples)
+    weights = _weights(resolved, samples, density)
     axis = da.get_axis_num(dim)
     values = da.data
     if _is_dask(values):
