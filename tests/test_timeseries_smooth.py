@@ -68,10 +68,24 @@ def hourly(values: np.ndarray, **attrs) -> xr.DataArray:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend_threshold", [10**9, 1], ids=["direct", "fft"])
+BACKEND_LIMITS = {  # (DIRECT_MAX_SIZE, FFT_MIN_SIZE) that force one computation
+    "direct": (10**9, 10**9),
+    "scipy": (0, 10**9),
+    "fft": (0, 1),
+}
+
+
+def force_backend(monkeypatch, backend: str) -> None:
+    direct_max, fft_min = BACKEND_LIMITS[backend]
+    for dtype in ("float32", "float64"):
+        monkeypatch.setitem(smooth_mod.DIRECT_MAX_SIZE, dtype, direct_max)
+        monkeypatch.setitem(smooth_mod.FFT_MIN_SIZE, dtype, fft_min)
+
+
+@pytest.mark.parametrize("backend", list(BACKEND_LIMITS))
 @pytest.mark.parametrize("mode", MODES)
-def test_equals_scipy_correlate1d_over_modes_and_sizes(mode, backend_threshold, monkeypatch):
-    monkeypatch.setattr(smooth_mod, "FFT_MIN_SIZE", backend_threshold)
+def test_equals_scipy_correlate1d_over_modes_and_sizes(mode, backend, monkeypatch):
+    force_backend(monkeypatch, backend)
     rng = np.random.default_rng(0)
     for n in (1, 2, 5, 64):
         x = rng.standard_normal((3, n))
@@ -83,10 +97,11 @@ def test_equals_scipy_correlate1d_over_modes_and_sizes(mode, backend_threshold, 
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)
 
 
-def test_long_windows_take_the_fft_and_still_equal_scipy():
+def test_default_backends_equal_scipy_across_the_crossovers():
     rng = np.random.default_rng(1)
     x = rng.standard_normal(3000) * 10 + 5
-    for size in (smooth_mod.FFT_MIN_SIZE, 401):
+    direct, fft = smooth_mod.DIRECT_MAX_SIZE["float64"], smooth_mod.FFT_MIN_SIZE["float64"]
+    for size in (direct, direct + 1, fft - 1, fft, 401):
         w = gaussian_weights(size / 6, size)
         expected = ndimage.correlate1d(x, w, mode="mirror")
         got = smooth(x, density=f"gaussian:{size / 6}", size=size, mode="mirror")
@@ -206,9 +221,11 @@ def test_nan_propagate_equals_scipy():
         assert np.isnan(got).sum() > np.isnan(x).sum()
 
 
+@pytest.mark.parametrize("backend", ["direct", "scipy"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", [4, 7])
-def test_nan_mask_is_normalised_convolution(mode, size):
+def test_nan_mask_is_normalised_convolution(mode, size, backend, monkeypatch):
+    force_backend(monkeypatch, backend)
     x = series_with_gaps()
     w = gaussian_weights(1.5, size)
     got = smooth(x, density="gaussian:1.5", size=size, mode=mode, cval=2.0, nan="mask")

@@ -19,11 +19,13 @@ coordinate is in seconds, a numeric one in the unit named by its ``units`` attri
 (``"s"``, ``"hours"``, ``"days since 2000-01-01"``, ``"mm"``, …). Without a unit the
 distances count samples. The coordinate must be evenly spaced.
 
-Backends. The values are filtered by one of two computations that give the same result
-up to rounding: a direct weighted sum of shifted slices, blocked so that the slices stay
-in the CPU cache (short windows, missing values), or an FFT (``scipy.signal.oaconvolve``)
-for long windows over finite data; ``benchmarks/timeseries_smooth.py`` measures where each
-is fastest, and ``FFT_MIN_SIZE`` holds the switch-over it found.
+Backends. The values are filtered by one of three computations that give the same
+result up to rounding: a direct weighted sum of shifted slices, blocked so that the slices
+stay in the CPU cache (short windows); ``scipy.ndimage.correlate1d`` itself (medium
+windows); an FFT (``scipy.signal.oaconvolve``, long windows over finite data, whose
+rounding errors scale with the largest value in a block rather than the local ones).
+``DIRECT_MAX_SIZE`` and ``FFT_MIN_SIZE`` hold the crossovers that
+``benchmarks/timeseries_smooth.py`` measured.
 """
 
 from __future__ import annotations
@@ -43,7 +45,15 @@ from ndwconv.density.spec import canonical_unit, split_unit
 
 from ._containers import as_dataarray
 
-__all__ = ["FFT_MIN_SIZE", "MODES", "NAN_POLICIES", "PROVENANCE_ATTR", "smooth", "smooth_weights"]
+__all__ = [
+    "DIRECT_MAX_SIZE",
+    "FFT_MIN_SIZE",
+    "MODES",
+    "NAN_POLICIES",
+    "PROVENANCE_ATTR",
+    "smooth",
+    "smooth_weights",
+]
 
 MODES = ("reflect", "nearest", "mirror", "wrap", "constant")
 """Edge modes, as in ``scipy.ndimage``: ``reflect`` (d c b a | a b c d | d c b a),
@@ -56,9 +66,15 @@ NAN_POLICIES = ("raise", "propagate", "mask")
 PROVENANCE_ATTR = "ndwconv_smooth"
 """The attribute in which ``smooth`` records its parameters on a DataArray result."""
 
-FFT_MIN_SIZE = 40
-"""Windows of at least this many samples over finite data are filtered by FFT, shorter
-ones by the direct sum (measured by ``benchmarks/timeseries_smooth.py``)."""
+DIRECT_MAX_SIZE: dict[str, int] = {"float32": 32, "float64": 16}
+"""Per computation dtype, the longest window the blocked direct sum takes."""
+
+FFT_MIN_SIZE: dict[str, int] = {"float32": 33, "float64": 97}
+"""Per computation dtype, the shortest window over finite data that the FFT takes;
+windows between the two limits go to ``scipy.ndimage.correlate1d`` itself. Both tables
+hold the crossovers ``benchmarks/timeseries_smooth.py`` measured (see docs/timeseries.md)."""
+
+BACKENDS = ("auto", "direct", "scipy", "fft")
 
 GAUSSIAN_TRUNCATE = 4.0
 """A Gaussian's default window reaches ``int(4 σ + 0.5)`` samples each side (as
@@ -339,12 +355,15 @@ def _weighted_sum(src: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None
     """``out[:, i] = Σ_j weights[j] · src[:, i + j]`` (axis 1), in cache-sized blocks.
 
     Every weight's product is added in turn, block by block, so the shifted slices of
-    one block stay in the CPU cache while all the taps pass over them.
+    one block stay in the CPU cache while all the taps pass over them; symmetric weights
+    (every built-in profile) add each mirrored pair of slices before one multiplication.
     """
     p, count, q = out.shape
+    k = weights.size
     cols = min(count, max(1, _BLOCK // q))
     rows = min(p, max(1, _BLOCK // (cols * q)))
     w = [out.dtype.type(v) for v in weights]
+    pairs = k // 2 if np.array_equal(weights, weights[::-1]) else 0
     scratch = np.empty((rows, cols, q), dtype=out.dtype)
     for r0 in range(0, p, rows):
         r1 = min(p, r0 + rows)
@@ -352,10 +371,25 @@ def _weighted_sum(src: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None
             b = min(count, a + cols)
             o = out[r0:r1, a:b]
             tmp = scratch[: r1 - r0, : b - a]
-            np.multiply(src[r0:r1, a:b], w[0], out=o)
-            for j in range(1, len(w)):
-                np.multiply(src[r0:r1, a + j : b + j], w[j], out=tmp)
-                o += tmp
+            taps = range(pairs, k - pairs)  # the taps not paired: the centre, or all
+            first = True
+            for j in range(pairs):
+                np.add(
+                    src[r0:r1, a + j : b + j], src[r0:r1, a + k - 1 - j : b + k - 1 - j], out=tmp
+                )
+                if first:
+                    np.multiply(tmp, w[j], out=o)
+                    first = False
+                else:
+                    tmp *= w[j]
+                    o += tmp
+            for j in taps:
+                if first:
+                    np.multiply(src[r0:r1, a + j : b + j], w[j], out=o)
+                    first = False
+                else:
+                    np.multiply(src[r0:r1, a + j : b + j], w[j], out=tmp)
+                    o += tmp
 
 
 def _direct(x: np.ndarray, weights: np.ndarray, mode: str, cval: float) -> np.ndarray:
@@ -390,6 +424,27 @@ def _fft(x: np.ndarray, weights: np.ndarray, mode: str, cval: float) -> np.ndarr
     kernel = weights[::-1].astype(x.dtype).reshape(1, k, 1)
     out = oaconvolve(padded, kernel, mode="valid", axes=1)
     return np.ascontiguousarray(out, dtype=x.dtype)
+
+
+def _scipy(x: np.ndarray, weights: np.ndarray, mode: str, cval: float) -> np.ndarray:
+    """The correlation along axis 1 by ``scipy.ndimage.correlate1d``."""
+    from scipy import ndimage
+
+    return ndimage.correlate1d(x, weights, axis=1, mode=mode, cval=cval)
+
+
+def _backend(dtype: np.dtype, size: int, finite: bool, requested: str) -> str:
+    """The computation for a window of ``size`` samples: direct, scipy or fft."""
+    if requested != "auto":
+        return requested if finite or requested != "fft" else "direct"
+    if size <= DIRECT_MAX_SIZE[dtype.name]:
+        return "direct"
+    if finite and size >= FFT_MIN_SIZE[dtype.name]:
+        return "fft"
+    return "scipy"
+
+
+_COMPUTE = {"direct": _direct, "scipy": _scipy, "fft": _fft}
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -428,17 +483,17 @@ def _filter(
         )
     masked_edges = mode == "constant" and math.isnan(cval)
     if nan == "mask" and ((missing is not None and missing.any()) or masked_edges):
-        # normalised convolution: Σ w·x over the valid samples / Σ w over them
+        # normalised convolution: Σ w·x over the valid samples / Σ w over them; the sums
+        # are direct (no FFT), so a window without valid samples gives exactly 0 / 0
+        compute = _COMPUTE[_backend(work, weights.size, False, backend)]
         valid = np.ones(x.shape, dtype=bool) if missing is None else ~missing
         filled = np.where(valid, x, work.type(0))
-        num = _direct(filled, weights, mode, 0.0 if masked_edges else cval)
-        den = _direct(valid.astype(work), weights, mode, 0.0 if masked_edges else 1.0)
+        num = compute(filled, weights, mode, 0.0 if masked_edges else cval)
+        den = compute(valid.astype(work), weights, mode, 0.0 if masked_edges else 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(den > 0, num / den, work.type(np.nan))
-    elif backend == "fft" or (backend == "auto" and finite and weights.size >= FFT_MIN_SIZE):
-        out = _fft(x, weights, mode, cval)
     else:
-        out = _direct(x, weights, mode, cval)
+        out = _COMPUTE[_backend(work, weights.size, finite, backend)](x, weights, mode, cval)
     return out.reshape(shape).astype(out_dtype, copy=False)
 
 
