@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("per_call", "layer_overhead", "train_throughput", "classify_throughput", "tiling")
+BENCHMARKS = (
+    "per_call",
+    "layer_overhead",
+    "train_throughput",
+    "classify_throughput",
+    "tiling",
+    "timeseries_smooth",
+)
 MACHINE_KEYS = {"date", "cpu", "cores", "os", "python", "torch", "numpy", "ndwconv", "threads"}
 needs_monai = pytest.mark.skipif(
     importlib.util.find_spec("monai") is None,
@@ -127,6 +134,23 @@ def test_tiling_quick(tmp_path: Path) -> None:
     for entry in results["time"]:
         assert entry["ours_median_s"] > 0 and entry["monai_median_s"] > 0
     assert all(v["identical"] for v in results["network_inputs"].values())
+
+
+def test_timeseries_smooth_quick(tmp_path: Path) -> None:
+    pytest.importorskip("xarray")
+    rows = run_quick("timeseries_smooth", tmp_path)
+    assert {(r["container"], r["dtype"]) for r in rows} == {
+        (c, d) for c in ("numpy", "DataArray") for d in ("float32", "float64")
+    }
+    for row in rows:
+        assert row["scipy_median_s"] > 0 and row["smooth"]["ratio_median"] > 0
+        assert row["backend_chosen"] in ("direct", "scipy", "fft")
+        assert row["max_rel_error_vs_scipy"] < 1e-5  # the rows compare equal results
+        assert row["verdict"] in ("PASS", "MISS", "MISS (noise?)")
+        if row["container"] == "numpy":
+            assert row["backend_fastest"] in ("direct", "scipy", "fft")
+            assert row["direct"]["ratio_median"] > 0 and row["fft"]["ratio_median"] > 0
+        assert all(t > 0 for times in row["samples_s"].values() for t in times)
 
 
 def test_help_shows_an_example() -> None:
