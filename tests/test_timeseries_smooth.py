@@ -286,6 +286,11 @@ def test_numpy_and_pandas_in_the_same_type_out():
     np.testing.assert_array_equal(values, copy)
     index = pd.date_range("1990", periods=30, freq="W-SAT")
     s = pd.Series(values[0], index=index, name="co2")
+    s.iloc[3] = np.nan
+    kept = s.copy()
+    out = smooth(s, density="gaussian:1", nan="mask")
+    pd.testing.assert_series_equal(s, kept)
+    s.iloc[3] = values[0, 3]
     out = smooth(s, density="gaussian:1")
     assert isinstance(out, pd.Series) and out.name == "co2" and out.index.equals(index)
     np.testing.assert_allclose(out.to_numpy(), expected[0], atol=1e-14)

@@ -66,10 +66,10 @@ NAN_POLICIES = ("raise", "propagate", "mask")
 PROVENANCE_ATTR = "ndwconv_smooth"
 """The attribute in which ``smooth`` records its parameters on a DataArray result."""
 
-DIRECT_MAX_SIZE: dict[str, int] = {"float32": 32, "float64": 16}
+DIRECT_MAX_SIZE: dict[str, int] = {"float32": 48, "float64": 15}
 """Per computation dtype, the longest window the blocked direct sum takes."""
 
-FFT_MIN_SIZE: dict[str, int] = {"float32": 33, "float64": 97}
+FFT_MIN_SIZE: dict[str, int] = {"float32": 49, "float64": 97}
 """Per computation dtype, the shortest window over finite data that the FFT takes;
 windows between the two limits go to ``scipy.ndimage.correlate1d`` itself. Both tables
 hold the crossovers ``benchmarks/timeseries_smooth.py`` measured (see docs/timeseries.md)."""

@@ -53,7 +53,12 @@ def draw() -> plt.Figure:
     raw = series[window]
     bottom.plot(raw.index, raw, "o", ms=3, color="0.5", label="weekly CO₂")
     bottom.plot(
-        propagate[window].index, propagate[window], lw=2.2, color="C0", label='nan="propagate"'
+        propagate[window].index,
+        propagate[window],
+        lw=5,
+        alpha=0.45,
+        color="C0",
+        label='nan="propagate"',
     )
     bottom.plot(mask[window].index, mask[window], lw=1.2, color="C1", label='nan="mask"')
     gaps = raw.index[raw.isna()]
@@ -63,8 +68,8 @@ def draw() -> plt.Figure:
         )
     bottom.set_ylabel("CO₂ (ppm)")
     bottom.set_title(
-        f"{ZOOM[0][:4]}–{ZOOM[1][:4]}: propagate widens every gap by the window; mask "
-        "averages the valid neighbours, NaN only where none is within reach",
+        f"{ZOOM[0][:4]}–{ZOOM[1][:4]} (shaded: missing weeks): propagate widens every gap by "
+        "the window;\nmask averages the valid neighbours, NaN only where none is within ±8 weeks",
         fontsize=10,
     )
     bottom.legend(fontsize=8, loc="upper left")
