@@ -1,8 +1,8 @@
 """``smooth``: a normalised weighted moving average along one dimension.
 
 The weights are a density profile (``ndwconv.density``: ``gaussian:2h``, ``table:0.2,0.8``,
-``ones``, …) sampled at the window's offsets and divided by their sum, so the filter keeps
-the mean of the series. At the ends of the series the window reads samples outside it
+``ones``, …) sampled at the window's offsets and divided by their sum, so a constant series stays
+constant. At the ends of the series the window reads samples outside it
 the way ``scipy.ndimage`` does (``reflect``, ``nearest``, ``mirror``, ``wrap``,
 ``constant``): the result equals ``scipy.ndimage.correlate1d(values, weights, axis,
 mode=mode, cval=cval)`` with the same normalised weights.
