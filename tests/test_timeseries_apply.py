@@ -23,6 +23,7 @@ dask = pytest.importorskip("dask")
 dsa = pytest.importorskip("dask.array")
 ndimage = pytest.importorskip("scipy.ndimage")
 
+from ndwconv import WeightedConv1d  # noqa: E402
 from ndwconv.adapters.receptive import receptive_radius  # noqa: E402
 from ndwconv.adapters.timeseries.apply import apply  # noqa: E402
 
@@ -122,6 +123,14 @@ def _measured(net: nn.Module, size: int = 64) -> int:
     ("net", "exact"),
     [
         (stack(), True),
+        (
+            nn.Sequential(
+                WeightedConv1d(1, 4, 5, padding=2, density="gaussian:1.0"),
+                nn.ReLU(),
+                WeightedConv1d(4, 1, 3, padding=1, density="table:0.7"),
+            ),
+            True,
+        ),
         (nn.Sequential(_conv(1, 2, 3), nn.BatchNorm1d(2).eval(), nn.GELU(), _conv(2, 1, 7)), True),
         (nn.Sequential(nn.ReflectionPad1d(2), nn.Conv1d(1, 2, 5), nn.Softmax(dim=1)), False),
         (
