@@ -465,12 +465,51 @@ def test_bad_input_gets_a_clear_error(make, error, match):
         make()
 
 
+class Swish(nn.Module):  # a leaf of the user's own: acts on each sample alone
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
 def test_radius_given_by_the_user_replaces_the_strict_check():
-    net = nn.Sequential(_conv(1, 1, 3), Mine())  # a whole-series mean: radius unbounded
-    values = series((1, 40))
-    with pytest.raises(ValueError, match=r"'1' \(Mine\)"):
+    net = nn.Sequential(_conv(1, 2, 5, seed=9), Swish(), _conv(2, 1, 3, seed=10))
+    values = series((2, 50))
+    with pytest.raises(ValueError, match=r"'1' \(Swish\).*pass radius="):
         apply(net, values)
-    # the user's promise is used as given (a wrong one gives a wrong chunked result)
-    lazy = apply(net, xr.DataArray(values, dims=("r", "time")).chunk({"time": 10}), radius=1)
-    assert "receptive radius 1 samples along 'time' (given)" in lazy.attrs["ndwconv_apply"]
-    assert not np.allclose(lazy.values, apply(net, values, radius=1))
+    lazy = apply(net, xr.DataArray(values, dims=("r", "time")).chunk({"time": 7}), radius=3)
+    assert "receptive radius 3 samples along 'time' (given)" in lazy.attrs["ndwconv_apply"]
+    np.testing.assert_allclose(lazy.values, apply(net, values, radius=3), atol=1e-12)
+    expected = values
+    for layer in (net[0], None, net[2]):
+        expected = (
+            expected / (1 + np.exp(-expected)) if layer is None else _channel_ref(layer, expected)
+        )
+    np.testing.assert_allclose(lazy.values, expected, atol=1e-12)
+
+
+def _channel_ref(layer: nn.Conv1d, x: np.ndarray) -> np.ndarray:
+    """``_channel_reference`` for inputs without a channel axis when there is one channel."""
+    x = x[..., None, :] if x.ndim == 2 else x
+    y = _channel_reference(layer, x)
+    return y[..., 0, :] if y.shape[-2] == 1 else y
+
+
+def test_a_mixing_forward_or_a_too_small_radius_is_caught_by_probing():
+    whole_mean = nn.Sequential(_conv(1, 1, 3), Mine())  # subtracts the mean over time
+    with pytest.raises(ValueError, match=r"moved outputs .* beyond the radius given \(1\)"):
+        apply(whole_mean, series((1, 40)), radius=1)
+    with pytest.raises(ValueError, match=r"beyond the radius given \(2\)"):
+        apply(stack(), series((1, 40)), radius=2)  # its radius is 5
+
+
+class Hidden(nn.Module):  # children, but the forward mixes all positions besides
+    def __init__(self):
+        super().__init__()
+        self.conv = _conv(1, 1, 3)
+
+    def forward(self, x):
+        return self.conv(x) - x.mean(-1, keepdim=True)
+
+
+def test_a_forward_that_mixes_positions_outside_modules_is_refused():
+    with pytest.raises(ValueError, match=r"beyond the radius bound from its layers \(1\)"):
+        apply(Hidden(), series((1, 40)))

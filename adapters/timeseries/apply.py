@@ -168,6 +168,34 @@ def _chunks_along(chunks: Sequence[int], halo: int, stride: int) -> tuple[int, .
     return tuple(int(b - a) for a, b in itertools.pairwise(bounds))
 
 
+def _check_locality(runner: _Runner, channels: int, r: int, stride: int, *, given: bool) -> None:
+    """Refuse a network whose outputs change farther than ``r`` samples from a changed
+    input (a ``torch.mean`` over time in a ``forward``, say, which no layer shows).
+
+    A random series, and the same series with its first (then its last) sample changed:
+    outputs more than ``r`` samples away must not move. Not a proof (a dependence can hide
+    behind an inactive ReLU for one input), but it catches what the layers cannot show.
+    """
+    length = math.ceil((4 * r + 64) / stride) * stride
+    x = np.random.default_rng(0).standard_normal((1, channels, length)).astype(np.float32)
+    y = runner(x)
+    scale = float(np.abs(y).max()) + 1e-30
+    tol = (1e-3 if runner.dtype in (torch.float16, torch.bfloat16) else 1e-6) * scale
+    for end in (0, length - 1):
+        z = x.copy()
+        z[..., end] += 10.0
+        moved = np.flatnonzero(np.abs(runner(z) - y).max(axis=(0, 1)) > tol)
+        reach = int(np.abs(moved - end).max()) if moved.size else 0
+        if reach > r:
+            source = "the radius given" if given else "the radius bound from its layers"
+            raise ValueError(
+                f"model: changing one input sample moved outputs {reach} samples away, "
+                f"beyond {source} ({r}): its forward mixes positions in a way no chunked "
+                "pass can reproduce from the layers' reach (e.g. a mean over time outside "
+                "a module)" + ("" if given else "; pass radius= if you know a larger radius")
+            )
+
+
 def _resolve_dtype(dtype: Any, model: nn.Module) -> torch.dtype:
     if dtype is None:
         floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
@@ -243,6 +271,11 @@ def apply(
     ``nn.Linear`` over positions, global pooling, a layer type it does not know) is
     refused, naming the layer. Pass ``radius=`` to state the radius yourself (a layer of
     your own, say); it is then your promise that outputs depend on no input farther away.
+    Either radius is also probed before any work: a random series is run with its first,
+    then its last sample changed, and a network whose outputs move farther away than the
+    radius (a ``forward`` that takes a mean over time outside any module, a radius given
+    too small) is refused. The same networks are refused for in-memory data, so that what
+    works on a sample in memory also works on the dask-backed whole.
 
     Args:
         model: a ``torch.nn.Module``; 1-D (``Conv1d``-like) layers.
@@ -271,8 +304,9 @@ def apply(
             holds no real numbers, ``dtype`` is not a floating-point type.
         ValueError: ``dim``/``channel_dim`` is not a dimension of ``data``, the series is
             empty, the network's receptive field cannot be determined (the message says
-            which layer and why), the network fails on a series or changes its length or
-            its channel count without ``channel_dim``.
+            which layer and why) or the probe finds it wider than the radius, the network
+            fails on a series or changes its length or its channel count without
+            ``channel_dim``.
 
     Example:
         >>> import numpy as np, xarray as xr
@@ -348,6 +382,7 @@ def apply(
             f"model returns {out_channels} channels from one; give channel_dim (a "
             "dimension of data for the channels) or use a network with one output channel"
         )
+    _check_locality(runner, in_channels, r, stride, given=radius is not None)
 
     import dask.array as dsa
 
