@@ -244,6 +244,9 @@ def test_in_memory_equals_scipy_and_keeps_labels_and_inputs():
     assert out.attrs["ndwconv_apply"].startswith("Sequential (")
     assert "receptive radius 5 samples along 'time'" in out.attrs["ndwconv_apply"]
     xr.testing.assert_identical(da, before)  # the input is untouched, attrs included
+    as32 = apply(net, da, dtype="float32", device="cpu")  # runs on a float32 copy
+    assert as32.dtype == np.float32 and next(net.parameters()).dtype == torch.float64
+    np.testing.assert_allclose(as32.values, out.values, rtol=1e-5, atol=1e-6)
     assert net.training and all(m.training for m in net.modules())
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
@@ -252,7 +255,9 @@ def test_numpy_and_pandas_come_back_as_such():
     pd = pytest.importorskip("pandas")
     net = stack()
     values = series((2, 30))
+    before = values.copy()
     out = apply(net, values)  # NumPy: the last axis is the series
+    np.testing.assert_array_equal(values, before)
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, reference(net, values), atol=1e-12)
 
