@@ -67,19 +67,23 @@ _LINEAR = (nn.Linear, nn.Bilinear, nn.LazyLinear)
 # every other activation of torch.nn acts on each element alone
 _POINTWISE = (
     nn.Identity,
+    nn.Sequential,  # containers: their children are visited (an empty one is the identity)
+    nn.ModuleList,
+    nn.ModuleDict,
     nn.modules.dropout._DropoutNd,
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
     nn.LocalResponseNorm,  # across channels, at each position
     nn.ChannelShuffle,
-    nn.Softmax2d,  # across channels
     *(
         cls
         for cls in vars(nn.modules.activation).values()
         if isinstance(cls, type)
         and issubclass(cls, nn.Module)
         and cls is not nn.Module
-        and not issubclass(cls, (*_ALONG_DIM, nn.MultiheadAttention, nn.Softmax2d))
+        # softmax-like layers depend on their dim; Softmax2d on a (batch, channel,
+        # length) input would normalise over the batch
+        and not issubclass(cls, (*_ALONG_DIM, nn.MultiheadAttention, nn.Softmax2d, *_LINEAR))
     ),
 )
 
