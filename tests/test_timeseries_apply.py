@@ -273,6 +273,14 @@ def test_numpy_and_pandas_come_back_as_such():
     np.testing.assert_allclose(got.to_numpy(), reference(net, values).T, atol=1e-12)
 
 
+def test_batches_of_series_and_progress(capsys):
+    net = stack()
+    values = series((5, 30), seed=5)
+    out = apply(net, values, batch_size=2, progress=True)
+    np.testing.assert_allclose(out, reference(net, values), atol=1e-12)
+    assert "apply: 3/3 calls (100%)" in capsys.readouterr().err
+
+
 def _channel_reference(layer: nn.Conv1d, x: np.ndarray) -> np.ndarray:
     """A zero-padded multi-channel Conv1d, x (..., C, L), as sums of correlate1d."""
     w = layer.weight.detach().double().numpy()

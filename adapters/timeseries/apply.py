@@ -384,9 +384,12 @@ def apply(
         )
     _check_locality(runner, in_channels, r, stride, given=radius is not None)
 
-    import dask.array as dsa
+    try:
+        import dask.array as dsa
+    except ImportError:  # pragma: no cover - dask comes with the timeseries extra
+        dsa = None
 
-    if isinstance(values, dsa.Array):
+    if dsa is not None and isinstance(values, dsa.Array):
         if channels:
             values = values.rechunk({values.ndim - 2: -1})
         axis = values.ndim - 1
@@ -429,7 +432,7 @@ def apply(
         values = np.asarray(values)
         n = math.prod(values.shape[:-2] if channels else values.shape[:-1])
         with progress_bar(
-            total=math.ceil(n / batch_size), desc="apply", unit="batch", enabled=progress
+            total=math.ceil(n / batch_size), desc="apply", unit="call", enabled=progress
         ) as bar:
             result = _run_block(
                 values,
