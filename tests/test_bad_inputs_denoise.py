@@ -21,8 +21,9 @@ nib = pytest.importorskip("nibabel")
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("safetensors")
 
+from ndwconv.adapters.receptive import receptive_radius  # noqa: E402
 from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
-from ndwconv.recipes.models import DnCNN, receptive_radius  # noqa: E402
+from ndwconv.recipes.models import DnCNN  # noqa: E402
 from ndwconv.recipes.tasks.denoise.inference import denoise_image  # noqa: E402
 from ndwconv.recipes.tasks.denoise.volume_data import (  # noqa: E402
     check_block_shape,

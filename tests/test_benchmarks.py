@@ -25,6 +25,7 @@ BENCHMARKS = (
     "classify_throughput",
     "tiling",
     "timeseries_smooth",
+    "timeseries_apply",
 )
 MACHINE_KEYS = {"date", "cpu", "cores", "os", "python", "torch", "numpy", "ndwconv", "threads"}
 needs_monai = pytest.mark.skipif(
@@ -124,6 +125,23 @@ def test_classify_throughput_quick(tmp_path: Path) -> None:
         assert (row["verdict"] is None) == row["pair"].startswith("A/A")
         assert row["verdict"] in (None, "PASS", "MISS", "MISS (noise?)")
         assert all(t > 0 for times in row["samples_s"].values() for t in times)
+
+
+def test_timeseries_apply_quick(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    pytest.importorskip("h5netcdf")
+    results = run_quick("timeseries_apply", tmp_path)
+    rows = results["throughput"]
+    assert rows[0]["scheduler"] == "in memory (NumPy)"
+    assert {(r["scheduler"], r["workers"], r["chunk"]) for r in rows[1:]} == {
+        (s, w, c) for s, w in (("threads", 1), ("LocalCluster", 2)) for c in (5000, 20000)
+    }
+    for row in rows:
+        assert row["samples"] == 20000 and row["samples_per_s"] > 0
+        assert 0 < row["seconds"]["q1"] <= row["seconds"]["median"] <= row["seconds"]["q3"]
+    (memory,) = results["memory"]
+    assert memory["length"] == 10000 and memory["seconds"] > 0
+    assert memory["peak_mib"] >= memory["rss_setup_mib"] > 0 or not memory["peak_reset"]
 
 
 @needs_monai

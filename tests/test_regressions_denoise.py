@@ -23,10 +23,11 @@ nib = pytest.importorskip("nibabel")
 pytest.importorskip("safetensors")
 pytest.importorskip("skimage")
 
+from ndwconv.adapters.receptive import receptive_radius  # noqa: E402
 from ndwconv.recipes.engine.checkpoint import latest_checkpoint, save_checkpoint  # noqa: E402
 from ndwconv.recipes.engine.config import builtin_configs  # noqa: E402
 from ndwconv.recipes.engine.distributed import resolve_device  # noqa: E402
-from ndwconv.recipes.models import DnCNN, NAFNet, odd_kernel_convs, receptive_radius  # noqa: E402
+from ndwconv.recipes.models import DnCNN, NAFNet, odd_kernel_convs  # noqa: E402
 from ndwconv.recipes.tasks import denoise as denoise_recipe  # noqa: E402
 from ndwconv.recipes.tasks.denoise import command as apply  # noqa: E402
 from ndwconv.recipes.tasks.denoise.inference import denoise_image  # noqa: E402

@@ -9,6 +9,7 @@ name and attributes. Needs the ``timeseries`` extra (``pip install -e ".[timeser
 from __future__ import annotations
 
 from ._containers import as_dataarray
+from .apply import apply
 from .smooth import smooth
 
-__all__ = ["as_dataarray", "smooth"]
+__all__ = ["apply", "as_dataarray", "smooth"]

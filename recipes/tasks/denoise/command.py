@@ -64,13 +64,13 @@ import torch
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
+from ndwconv.adapters.receptive import receptive_radius
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
 from ndwconv.cli import one_line
 from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
-from ...models.receptive import receptive_radius
 from . import load_denoiser
 
 __all__ = ["NONFINITE_POLICIES", "PERCENTILES", "denoise_command", "robust_range", "tiling_warning"]

@@ -7,9 +7,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ndwconv.adapters.receptive import receptive_radius
 from ndwconv.adapters.tiling import sliding_window
 
-from ...models.receptive import receptive_radius
 from .metrics import describe_value
 
 __all__ = ["denoise_image"]
