@@ -9,5 +9,6 @@ name and attributes. Needs the ``timeseries`` extra (``pip install -e ".[timeser
 from __future__ import annotations
 
 from ._containers import as_dataarray
+from .netcdf import filter_file
 
-__all__ = ["as_dataarray"]
+__all__ = ["as_dataarray", "filter_file"]
