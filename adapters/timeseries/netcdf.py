@@ -70,6 +70,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 from collections.abc import Callable, Hashable, Mapping
@@ -145,7 +146,7 @@ def open_series(source: str | os.PathLike, *, var: str, dim: Hashable = "time") 
         FileNotFoundError, IsADirectoryError: ``source`` is missing or a folder.
         ValueError: ``source`` is not NetCDF-4/HDF5; ``var`` is not one of its variables
             (the message lists them); ``dim`` is not a dimension of ``var`` (the message
-            lists them).
+            lists them with their lengths).
         TypeError: ``var`` does not hold real numbers (e.g. strings, booleans, times).
     """
     xr, _ = _imports()
@@ -169,9 +170,10 @@ def open_series(source: str | os.PathLike, *, var: str, dim: Hashable = "time") 
             raise ValueError(f"{source}: no variable var={var!r}; its variables are: {names}")
         dims = ds[var].dims
         if dim not in dims:
+            sizes = ", ".join(f"{name} ({n})" for name, n in ds[var].sizes.items())
             raise ValueError(
-                f"{source}: dim={dim!r} is not a dimension of {var!r}; its dimensions are "
-                f"{list(map(str, dims))}"
+                f"{source}: dim={dim!r} is not a dimension of {var!r}; its dimensions "
+                f"(length) are {sizes}"
             )
         dtype = ds[var].dtype
         if dtype.kind not in "iuf":
@@ -405,8 +407,11 @@ def _result_variable(
 def _open_stored(source: Path) -> Any:
     """``source`` with nothing decoded: the variables as stored, attributes as written."""
     xr = import_xarray()
+    options: dict[str, Any] = {}
+    if "create_default_indexes" in inspect.signature(xr.open_dataset).parameters:
+        options["create_default_indexes"] = False  # coordinates stream too (xarray ≥ 2025.7)
     return xr.open_dataset(
-        source, engine="h5netcdf", phony_dims="sort", chunks=None, decode_cf=False
+        source, engine="h5netcdf", phony_dims="sort", chunks=None, decode_cf=False, **options
     )
 
 
