@@ -49,7 +49,8 @@ packing (``scale_factor``, ``add_offset``, and ``valid_*``, which are in packed 
 writes the result's floating-point dtype, with ``_FillValue`` NaN. A plain
 integer variable (no ``scale_factor``/``add_offset``) has no quantum to round to: its
 result is written in the result's floating-point dtype, with its ``_FillValue`` (if any)
-as the same number.
+as the same number. A floating-point variable keeps its dtype (a float32 variable is
+written as float32 even when the function computes in float64) and its ``_FillValue``.
 
 Example:
     >>> import tempfile
@@ -383,7 +384,10 @@ def _result_variable(
         )
         encoding["dtype"] = disk
     else:
-        float_dtype = result.dtype if result.dtype.kind == "f" else np.dtype(np.float64)
+        if disk.kind == "f":  # a float variable keeps its dtype, whatever func computed in
+            float_dtype = disk
+        else:
+            float_dtype = result.dtype if result.dtype.kind == "f" else np.dtype(np.float64)
         for key in ("scale_factor", "add_offset", "_Unsigned"):
             attrs.pop(key, None)
         for key in ("_FillValue", "missing_value"):
