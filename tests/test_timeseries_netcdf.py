@@ -246,6 +246,26 @@ def test_nan_without_fill_value_is_refused_when_packed(tmp_path):
     assert leftovers(tmp_path) == ["nofill.nc"]
 
 
+def test_unsigned_packing_round_trips_bit_for_bit(tmp_path):
+    """NetCDF's ``_Unsigned = "true"``: int16 on disk standing for uint16 values."""
+    path = tmp_path / "unsigned.nc"
+    counts = np.array([0, 1, 40_000, 65_000, 65_535, 30_000], dtype=np.uint16)
+    with legacy.Dataset(path, "w") as f:
+        f.createDimension("time", 6)
+        v = f.createVariable("level", "i2", ("time",), fill_value=np.int16(-1))  # 65 535
+        v[:] = counts.view(np.int16)
+        v.setncattr("_Unsigned", "true")
+        v.setncattr("scale_factor", np.float32(0.5))
+    filter_file(path, tmp_path / "same.nc", lambda da: da, var="level", progress=False)
+    filter_file(path, tmp_path / "plus.nc", lambda da: da + 1.0, var="level", progress=False)
+    with h5py.File(tmp_path / "same.nc", "r") as same, h5py.File(tmp_path / "plus.nc", "r") as plus:
+        assert same["level"].dtype == np.int16 and same["level"].attrs["_Unsigned"] == "true"
+        np.testing.assert_array_equal(same["level"][...].view(np.uint16), counts)
+        expected = counts.astype(np.int64) + 2  # +1.0 is two steps of 0.5
+        expected[4] = 65_535  # the fill stays the fill
+        np.testing.assert_array_equal(plus["level"][...].view(np.uint16), expected)
+
+
 def test_plain_integer_variable_is_written_as_floats(tmp_path):
     path = tmp_path / "counts.nc"
     with legacy.Dataset(path, "w") as f:

@@ -289,9 +289,11 @@ def _pack_block(
     fill: int | None,
     lo: int,
     hi: int,
+    unsigned: bool = False,
 ) -> np.ndarray:
     """``round((block - offset) / scale)`` as ``store``, NaN as ``fill``; raises where the
-    packing cannot hold a value."""
+    packing cannot hold a value. ``unsigned``: ``store`` is signed but the packed values
+    are its unsigned counterpart's (NetCDF's ``_Unsigned = "true"``), stored bit for bit."""
     x = np.asarray(block, dtype=np.float64)
     nan = np.isnan(x)
     if np.isinf(x).any():
@@ -320,6 +322,8 @@ def _pack_block(
             )
     if fill is not None:
         packed[nan] = fill
+    if unsigned:
+        return packed.astype(np.dtype(f"u{store.itemsize}")).view(store)
     return packed.astype(store)
 
 
@@ -370,6 +374,9 @@ def _result_variable(
         offset = float(np.asarray(attrs.get("add_offset", 0.0)).ravel()[0])
         fill = attrs.get("_FillValue", attrs.get("missing_value"))
         fill_int = None if fill is None else int(np.asarray(fill).ravel()[0])
+        unsigned = str(attrs.get("_Unsigned", "")).lower() == "true" and disk.kind == "i"
+        if unsigned and fill_int is not None:  # the fill as the unsigned value it stands for
+            fill_int %= 2 ** (8 * disk.itemsize)
         lo, hi = _packed_limits(disk, fill_int, attrs)
         data = data.map_blocks(
             _pack_block,
@@ -381,6 +388,7 @@ def _result_variable(
             fill=fill_int,
             lo=lo,
             hi=hi,
+            unsigned=unsigned,
         )
         encoding["dtype"] = disk
     else:
