@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._containers import as_dataarray
 from .apply import apply
+from .netcdf import filter_file
 from .smooth import smooth
 
-__all__ = ["apply", "as_dataarray", "smooth"]
+__all__ = ["apply", "as_dataarray", "filter_file", "smooth"]
