@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ndwconv.cli import one_line
 
+from ..outfolder import check_out_folder, make_folder, remove_empty
 from .netcdf import PACKING_POLICIES, filter_file, open_series
 
 __all__ = ["MODES", "NAN_POLICIES", "smooth_command"]
@@ -134,7 +135,7 @@ def smooth_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _smooth(args: argparse.Namespace) -> int:
     debug = bool(getattr(args, "debug", False))
-    _check_out_folder(args.out)
+    check_out_folder(args.out)
     failed = 0
 
     def report(path: str, err: BaseException) -> None:
@@ -172,7 +173,7 @@ def _smooth(args: argparse.Namespace) -> int:
             nan=args.nan,
         )
 
-    created = _make_folder(args.out)
+    created = make_folder(args.out)
     try:
         for i in todo:
             path = args.inputs[i]
@@ -195,49 +196,12 @@ def _smooth(args: argparse.Namespace) -> int:
             seconds = time.perf_counter() - start
             print(f"{path} -> {target}: {args.var} smoothed along {args.dim}, {seconds:.2f} s")
     finally:
-        _remove_empty(created)
+        remove_empty(created)
     return 1 if failed else 0
 
 
 def _output_path(source: str, out: str) -> Path:
     return Path(out) / os.path.basename(source)
-
-
-def _check_out_folder(out: str) -> None:
-    """Refuse, before any work, an output folder that is a file or cannot be written."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"-o/--out {out}: is a file, not a folder for the results")
-    existing = path
-    while not existing.exists():  # the nearest folder that exists, which would hold it
-        if existing.is_symlink():
-            raise NotADirectoryError(f"-o/--out {out}: {existing} is a broken link")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"-o/--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "the folder" if existing == path else f"cannot create it: {existing}"
-        raise PermissionError(f"-o/--out {out}: {what} is not writable")
-
-
-def _make_folder(out: str) -> list[Path]:
-    """Create ``out`` and any missing parents; returns the folders created, deepest last."""
-    created = []
-    path = Path(out)
-    while not path.exists():
-        created.append(path)
-        path = path.parent
-    os.makedirs(out, exist_ok=True)
-    return created[::-1]
-
-
-def _remove_empty(created: list[Path]) -> None:
-    """Remove the folders this run created, deepest first, where they are still empty."""
-    for folder in reversed(created):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def _plan(inputs: list[str], out: str, overwrite: bool, var: str, dim: str) -> dict[int, Exception]:
