@@ -57,8 +57,10 @@ __all__ = [
     "make_parser",
     "positive_int",
     "ratio_stats",
+    "reset_peak",
     "set_threads",
     "spread",
+    "status_mib",
     "synchronizer",
     "verdict",
     "wait_for_quiet",
@@ -622,3 +624,25 @@ def step_settings(
         wait_quiet_s=wait,
         quick=args.quick,
     )
+
+
+def status_mib(key: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process from /proc/self/status in MiB, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True

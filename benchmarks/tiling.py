@@ -75,7 +75,9 @@ from ._timing import (
     make_parser,
     positive_int,
     ratio_stats,
+    reset_peak,
     set_threads,
+    status_mib,
 )
 
 try:
@@ -212,28 +214,6 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _status_mib(key: str) -> float | None:
-    """``VmRSS``/``VmHWM`` of this process from /proc/self/status in MiB, or None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0); False where impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def warm_up(model: torch.nn.Module, s: Settings) -> None:
     """One forward pass on a batch of zero tiles (oneDNN primitives, thread pool)."""
     with torch.no_grad():
@@ -288,9 +268,9 @@ def child(
     network = time_network(model)
     if predictor == "identity":
         model = identity  # type: ignore[assignment]
-    peak_setup = _status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
-    reset = _reset_peak()
-    report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
+    peak_setup = status_mib("VmHWM")  # this exec's own mm (ru_maxrss would not be: below)
+    reset = reset_peak()
+    report: dict[str, Any] = {"rss_setup_mib": status_mib("VmRSS")}
     t0 = time.perf_counter()
     if method == "idle":
         pass
@@ -310,7 +290,7 @@ def child(
                 report["split_s"] = monai_hdf5(model, f, s)
     report["run_s"] = time.perf_counter() - t0
     report["network_s"] = network["s"]
-    peak_run = _status_mib("VmHWM")
+    peak_run = status_mib("VmHWM")
     report["peak_run_mib"] = peak_run if reset else None
     if peak_setup is None or peak_run is None:
         report["peak_mib"] = _maxrss_mib()

@@ -42,7 +42,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._timing import Run, format_table, make_parser, positive_int, set_threads, spread
+from ._timing import (
+    Run,
+    format_table,
+    make_parser,
+    positive_int,
+    reset_peak,
+    set_threads,
+    spread,
+    status_mib,
+)
 
 SEED = 0
 DEPTH, WIDTH = 5, 8
@@ -139,26 +148,6 @@ def open_lazily(path: str, chunk: int) -> Any:
 # ---------------------------------------------------------------------------------------
 
 
-def _status_mib(key: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def child(source: str, target: str, chunk: int) -> dict[str, Any]:
     """Body of a memory run: stream ``source`` through the network into ``target``."""
     import dask
@@ -167,14 +156,14 @@ def child(source: str, target: str, chunk: int) -> dict[str, Any]:
 
     model = make_model()
     apply(model, np.zeros((1, 4 * chunk), np.float32))  # warm-up: threads, allocator
-    report: dict[str, Any] = {"rss_setup_mib": _status_mib("VmRSS")}
-    report["peak_reset"] = _reset_peak()
+    report: dict[str, Any] = {"rss_setup_mib": status_mib("VmRSS")}
+    report["peak_reset"] = reset_peak()
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads", num_workers=1):
         result = apply(model, open_lazily(source, chunk))
         result.to_netcdf(target, engine="h5netcdf")
     report["seconds"] = time.perf_counter() - t0
-    report["peak_mib"] = _status_mib("VmHWM")
+    report["peak_mib"] = status_mib("VmHWM")
     return report
 
 
