@@ -161,6 +161,27 @@ def test_float_series_equals_the_model_on_each_whole_series(capsys, tmp_path, ch
     assert not np.allclose(got, stored, atol=1e-3)  # the model did change the series
 
 
+def test_plain_hdf5_dataset_along_a_phony_dimension(capsys, tmp_path, checkpoint):
+    """A dataset written by h5py (no dimension scales): its axes are phony_dim_0, _1."""
+    values = _signal(3).astype(np.float32)
+    source = tmp_path / "plain.h5"
+    with h5py.File(source, "w") as handle:
+        handle.create_dataset("ecg", data=values, chunks=(1, 80)).attrs["units"] = "mV"
+    before = _checksum(source)
+    expected, scale = _reference(checkpoint, values.astype(np.float64))
+    out = tmp_path / "out"
+    args = ("-o", out, "--model", checkpoint, "--var", "ecg", *QUIET, "--chunks", 50)
+    code, _, err = _denoise(capsys, source, *args, "--dim", "phony_dim_1")
+    assert code == 0, err
+    assert _checksum(source) == before
+    with h5py.File(out / "plain.h5", "r") as handle:
+        ecg = handle["ecg"]
+        assert ecg.dtype == np.float32 and ecg.chunks == (1, 80)
+        assert ecg.attrs["units"] in ("mV", b"mV")
+        got = ecg[...].astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale)
+
+
 def test_packed_series_is_repacked_on_its_grid_or_written_as_floats(capsys, tmp_path, checkpoint):
     raw = np.round((_signal(1) - 3.0) / 0.01).astype(np.int16)
     source = tmp_path / "packed.nc"
@@ -211,6 +232,21 @@ def test_missing_values_are_refused_or_read_as_zero(capsys, tmp_path, checkpoint
     expected = y.double().numpy() * (hi - lo) + lo
     with h5py.File(tmp_path / "z" / "gaps.nc", "r") as handle:
         got = handle["ecg"][...].astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * (hi - lo))
+
+    # allow: the gaps spread over the receptive radius (3 samples each side), as in torch
+    code, stdout, err = _denoise(
+        capsys, source, "-o", tmp_path / "a", *base, "--nonfinite", "allow"
+    )
+    assert code == 0, err
+    assert "3 missing/non-finite input values kept" in stdout
+    with torch.no_grad():
+        gaps = np.where(missing, np.nan, values)
+        x = torch.from_numpy(((gaps - lo) / (hi - lo)).astype(np.float32))
+        expected = model(x[:, None])[:, 0].double().numpy() * (hi - lo) + lo
+    with h5py.File(tmp_path / "a" / "gaps.nc", "r") as handle:
+        got = handle["ecg"][...].astype(np.float64)
+    assert np.isnan(got[1]).sum() == 7 + 8 and not np.isnan(got[[0, 2]]).any()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * (hi - lo))
 
 
