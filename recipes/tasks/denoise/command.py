@@ -132,8 +132,8 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "its 0.5th-99.5th percentile range, denoised and mapped back. A 3-D model denoises\n"
         "3-D volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series; a\n"
         "1-D model denoises the variable --var of NetCDF-4/HDF5 time series along --dim,\n"
-        "streamed chunk by chunk (attributes and encoding kept). The\n"
-        "output folder, the outputs and each input's values are checked before the model runs;\n"
+        "streamed chunk by chunk (attributes and encoding kept). The output folder, the\n"
+        "outputs and each input's values are checked before the model runs;\n"
         "a file that fails is reported and the others go on (exit code 1). Under torchrun the\n"
         "inputs are shared out between the processes.",
         epilog="examples:\n"
@@ -142,7 +142,7 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "  torchrun --nproc_per_node 2 -m ndwconv denoise scans/*.nii.gz -o denoised \\\n"
         "      --model model.safetensors --device cuda\n"
         "  ndwconv denoise ecg.nc -o denoised --var ecg --dim time \\\n"
-        "      --model runs/ecg/weighted/checkpoints/step-00002000.safetensors",
+        "      --model dncnn1d.safetensors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
