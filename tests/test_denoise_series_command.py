@@ -10,6 +10,7 @@ every value too), mapped back in float64.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -331,3 +332,56 @@ def test_series_range_of_a_long_periodic_series_matches_the_whole_one():
     assert series_range(xr.DataArray(np.full(10, 4.0), dims="time"), "time") == (4.0, 5.0)
     with pytest.raises(ValueError, match="no finite values"):
         series_range(xr.DataArray(np.full(10, np.nan), dims="time"), "time")
+
+
+@pytest.mark.parametrize("failure", ["raise", "nan"])
+def test_a_model_failing_mid_file_leaves_no_output(
+    capsys, tmp_path, checkpoint, monkeypatch, failure
+):
+    """After apply's probes (4 calls), the model raises, or returns NaN, on later chunks."""
+    load = denoise_recipe.load_denoiser
+
+    def failing_later(path, device="cpu"):
+        model = load(path, device)
+        forward, calls = model.forward, []
+
+        def flaky(x):
+            calls.append(1)
+            if len(calls) > 8:
+                if failure == "raise":
+                    raise RuntimeError("predictor failed on purpose")
+                return torch.full_like(x, float("nan"))
+            return forward(x)
+
+        model.forward = flaky
+        return model
+
+    monkeypatch.setattr(denoise_command, "load_denoiser", failing_later)
+    source = tmp_path / "ecg.nc"
+    _write(source, _signal())
+    before = _checksum(source)
+    args = ("-o", tmp_path / "out", "--model", checkpoint, "--var", "ecg", *QUIET)
+    code, stdout, err = _denoise(capsys, source, *args, "--chunks", 50)
+    assert code == 1 and stdout == ""
+    if failure == "raise":
+        assert "predictor failed on purpose" in err
+    else:
+        assert "the model produced" in err and "non-finite" in err and "nothing was written" in err
+    # neither the output nor a temporary file, nor the output folder the run created
+    assert sorted(os.listdir(tmp_path)) == ["ecg.nc"]
+    assert _checksum(source) == before
+
+
+def test_torchrun_ranks_share_the_series(capsys, tmp_path, checkpoint, monkeypatch):
+    names = ("a.nc", "b.nc", "c.nc")
+    for seed, name in enumerate(names):
+        _write(tmp_path / name, _signal(seed))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "out"
+    inputs = [tmp_path / n for n in names]
+    args = ("-o", out, "--model", checkpoint, "--var", "ecg", *QUIET)
+    code, stdout, err = _denoise(capsys, *inputs, *args)
+    assert code == 0, err
+    assert os.listdir(out) == ["b.nc"]
+    assert stdout.startswith(f"{tmp_path / 'b.nc'} -> ") and len(stdout.splitlines()) == 1
