@@ -176,7 +176,9 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="with --var: samples along DIM read and written at a time (default: about 64 MiB)",
+        help="with --var: samples along DIM read and written at a time (default: about 64 "
+        "MiB of the variable, fewer for a wide model: one forward pass stays within about "
+        "256 MiB of activations)",
     )
     parser.add_argument(
         "--tile",

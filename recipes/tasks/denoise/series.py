@@ -12,7 +12,8 @@ read.
 Intensities are mapped as the volume path maps them: ``(x - lo) / (hi - lo)`` with
 ``[lo, hi]`` the 0.5th and 99.5th percentiles of the variable's finite values
 (:func:`series_range`), denoised, and mapped back with ``y · (hi - lo) + lo`` (in float64).
-The percentiles are taken on a subsample of about 2²⁰ values made of up to 64 evenly spaced
+Chunks: ``--chunks N`` samples along ``dim``, or by default :func:`default_chunks`
+(about 64 MiB of the variable, shortened for a wide model). The percentiles are taken on a subsample of about 2²⁰ values made of up to 64 evenly spaced
 runs of consecutive samples along ``dim`` (the whole variable when it is smaller): a
 strided subsample would alias with a periodic signal (a daily cycle sampled hourly, read
 with a stride of 24, is one phase of it).
@@ -37,10 +38,13 @@ import torch
 
 from .command import PERCENTILES
 
-__all__ = ["count_missing", "denoise_series", "series_output", "series_range"]
+__all__ = ["count_missing", "default_chunks", "denoise_series", "series_output", "series_range"]
 
 _SAMPLE_VALUES = 1 << 20
 _RUNS = 64
+ACTIVATION_BYTES = 256 * 2**20
+"""Budget of one forward pass's activations that bounds the default chunk length."""
+_LIVE_ACTIVATIONS = 4  # float32 feature maps of the widest layer alive at once, at most
 
 
 def series_output(path: str, out: str) -> Path:
@@ -101,6 +105,45 @@ def series_range(
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def default_chunks(
+    model: torch.nn.Module,
+    sizes: dict[Hashable, int],
+    dim: Hashable,
+    itemsize: int,
+    batch: int,
+    disk_chunks: tuple[int, ...] | None = None,
+) -> dict[Hashable, int]:
+    """Dask chunks of a variable of ``sizes`` when ``--chunks`` is not given.
+
+    :func:`~ndwconv.adapters.timeseries.netcdf.chunk_plan`'s default (about 64 MiB of
+    the variable per chunk), with ``dim`` shortened so that one forward pass of ``batch``
+    series (fewer when the chunk holds fewer) keeps the activations of the model's widest
+    convolution within :data:`ACTIVATION_BYTES`: a 64 MiB chunk of one float32 series
+    is 16.7 million samples, which a 64-channel network would turn into 4 GiB per feature
+    map. The length stays at least 4096 samples (or the series) and, where it is cut, a
+    multiple of the file's own chunk along ``dim`` when that fits.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 64, 3), torch.nn.Conv1d(64, 1, 3))
+        >>> default_chunks(net, {"time": 10**8}, "time", 4, batch=4)  # one series at a time
+        {'time': 262144}
+        >>> default_chunks(net, {"lead": 12, "time": 10**8}, "time", 4, batch=4)
+        {'lead': 12, 'time': 65536}
+    """
+    from ndwconv.adapters.timeseries.netcdf import chunk_plan
+
+    disk = dict(zip(sizes, disk_chunks, strict=True)) if disk_chunks else None
+    plan = chunk_plan(sizes, dim, itemsize, None, disk_chunks=disk)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    width = max((int(m.out_channels) for m in convs), default=1)
+    series = max(1, min(batch, math.prod(n for d, n in plan.items() if d != dim)))
+    cap = max(4096, ACTIVATION_BYTES // (4 * _LIVE_ACTIVATIONS * width * series))
+    if plan[dim] > cap:
+        step = (disk or {}).get(dim)
+        plan[dim] = cap - cap % step if step and step <= cap else cap
+    return plan
+
+
 def count_missing(da: Any) -> int:
     """The number of NaN/±inf values of a dask-backed DataArray (computed chunk by chunk).
 
@@ -145,7 +188,12 @@ def denoise_series(
     with open_series(path, var=var, dim=dim) as ds:
         variable = ds[var]
         sizes = dict(variable.sizes)
-        plan = chunk_plan(sizes, dim, variable.dtype.itemsize, args.chunks)
+        itemsize = variable.dtype.itemsize
+        if args.chunks is None:
+            disk = variable.encoding.get("chunksizes")
+            plan = default_chunks(model, sizes, dim, itemsize, args.batch, disk)
+        else:
+            plan = chunk_plan(sizes, dim, itemsize, args.chunks)
         bad = count_missing(variable.chunk(plan))
         if bad and args.nonfinite == "raise":
             raise ValueError(
@@ -186,7 +234,7 @@ def denoise_series(
             func,
             var=var,
             dim=dim,
-            chunks=args.chunks,
+            chunks=plan,
             progress=not args.quiet,
             overwrite=args.overwrite,
             packing="keep" if args.dtype == "input" else "float",
