@@ -328,6 +328,11 @@ def test_series_range_of_a_long_periodic_series_matches_the_whole_one():
     assert lo == pytest.approx(truth[0], abs=0.05) and hi == pytest.approx(truth[1], abs=0.05)
     strided = np.percentile(da.values[:, ::24], [0.5, 99.5])  # what a stride would give
     assert abs(strided[1] - truth[1]) > 0.5
+    # many short series: the other dimension is read with a stride, and runs stay disjoint
+    many = np.random.default_rng(0).normal(size=(5000, 300))
+    lo, hi = series_range(xr.DataArray(many, dims=("station", "time")), "time", max_values=8192)
+    truth = np.percentile(many, [0.5, 99.5])
+    assert lo == pytest.approx(truth[0], abs=0.1) and hi == pytest.approx(truth[1], abs=0.1)
     # a constant series only shifts; a series without a finite value is refused
     assert series_range(xr.DataArray(np.full(10, 4.0), dims="time"), "time") == (4.0, 5.0)
     with pytest.raises(ValueError, match="no finite values"):

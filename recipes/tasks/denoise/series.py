@@ -12,11 +12,13 @@ read.
 Intensities are mapped as the volume path maps them: ``(x - lo) / (hi - lo)`` with
 ``[lo, hi]`` the 0.5th and 99.5th percentiles of the variable's finite values
 (:func:`series_range`), denoised, and mapped back with ``y · (hi - lo) + lo`` (in float64).
-Chunks: ``--chunks N`` samples along ``dim``, or by default :func:`default_chunks`
-(about 64 MiB of the variable, shortened for a wide model). The percentiles are taken on a subsample of about 2²⁰ values made of up to 64 evenly spaced
-runs of consecutive samples along ``dim`` (the whole variable when it is smaller): a
-strided subsample would alias with a periodic signal (a daily cycle sampled hourly, read
+The percentiles are taken on a subsample of about 2²⁰ values made of up to 64 evenly
+spaced runs of consecutive samples along ``dim`` (the whole variable when it is smaller):
+a strided subsample would alias with a periodic signal (a daily cycle sampled hourly, read
 with a stride of 24, is one phase of it).
+
+Chunks: ``--chunks N`` samples along ``dim``, or by default :func:`default_chunks` (about
+64 MiB of the variable, shortened for a wide model).
 
 Missing values (NaN, or the variable's ``_FillValue``) are non-finite values for
 ``--nonfinite``: counted before the model runs (one lazy pass over the variable) and
@@ -90,7 +92,7 @@ def series_range(
         row_read = math.prod(len(range(0, int(da.sizes[d]), stride)) for d in others)
         along = max(1, max_values // max(row_read, 1))  # samples of dim to read in all
         count = max(1, min(runs, length, along))
-        width = max(1, along // count)
+        width = max(1, min(along, length) // count)  # disjoint runs
         starts = sorted({round(k * (length - width) / max(count - 1, 1)) for k in range(count)})
         sample = np.concatenate(
             [
