@@ -32,7 +32,7 @@ from ndwconv.recipes.tasks.denoise import command as denoise_command  # noqa: E4
 from ndwconv.recipes.tasks.denoise.series import series_range  # noqa: E402
 
 QUIET = ("--device", "cpu", "--quiet", "--batch", "2")
-LEADS, LENGTH = 3, 400
+LEADS, LENGTH = 3, 240
 
 
 def _checkpoint(folder, ndim):
@@ -144,7 +144,7 @@ def test_float_series_equals_the_model_on_each_whole_series(capsys, tmp_path, ch
         capsys, source, "-o", out, "--model", checkpoint, "--var", "ecg", *QUIET, *extra
     )
     assert code == 0, err
-    assert stdout.startswith(f"{source} -> {out / 'ecg.nc'}: ecg (lead 3 × time 400) along time")
+    assert stdout.startswith(f"{source} -> {out / 'ecg.nc'}: ecg (lead 3 × time 240) along time")
     assert "range [" in stdout
     assert _checksum(source) == before
     with h5py.File(out / "ecg.nc", "r") as handle:
@@ -284,7 +284,7 @@ def test_unknown_variable_or_dimension_is_refused_before_the_model_loads(
     assert "no variable var='ekg'" in err and "ecg" in err and "quality" in err
     code, _, err = _denoise(capsys, source, *args, "--var", "ecg", "--dim", "sample")
     assert code == 1
-    assert "dim='sample' is not a dimension of 'ecg'" in err and "time (400)" in err
+    assert "dim='sample' is not a dimension of 'ecg'" in err and "time (240)" in err
     code, _, err = _denoise(capsys, tmp_path / "none.nc", *args, "--var", "ecg")
     assert code == 1 and "no such file" in err
     assert _checksum(source) == before and not (tmp_path / "out").exists()
