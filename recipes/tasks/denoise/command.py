@@ -15,6 +15,15 @@ in the checkpoint's sidecar, 2 when absent):
 
 Anything else is an error naming both dimensionalities.
 
+A 1-D model denoises NetCDF-4/HDF5 time series: ``--var NAME`` names the variable and
+``--dim`` (default ``time``) the dimension to denoise along; each input is streamed chunk
+by chunk (``--chunks N`` samples along the dimension at a time), the chunks overlapping by
+the model's receptive radius so that the result equals the whole-series pass, with every
+other variable, coordinate and attribute copied and the variable's attributes and
+encoding kept (:mod:`ndwconv.recipes.tasks.denoise.series`). ``--tile``, ``--overlap``
+and ``--blend`` do not apply to series. A 1-D model without ``--var``, or ``--var`` with a
+model of another dimensionality, is refused.
+
 Intensities: the recipes train on 8-bit images scaled to [0, 1], whereas scanners write
 arbitrary units. Each volume (a whole series for 4-D input) is therefore mapped by its
 robust range ``[lo, hi]``, the 0.5th and 99.5th percentiles of its finite voxels
@@ -45,6 +54,7 @@ Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set), the inputs are sharded: rank `
 Example::
 
     ndwconv denoise scans/*.nii.gz study.h5:/mri/t1 -o denoised --model dncnn3d.safetensors
+    ndwconv denoise ecg.nc -o denoised --var ecg --dim time --model dncnn1d.safetensors
 """
 
 from __future__ import annotations
@@ -82,6 +92,8 @@ NONFINITE_POLICIES = ("raise", "zero", "allow")
 """What ``--nonfinite`` does with NaN/inf input voxels (see ``ndwconv denoise --help``)."""
 
 _SAMPLE_VOXELS = 1 << 20
+# the tiling options' defaults: set to anything else with --var, they draw a note
+_TILING_DEFAULTS = {"tile": 64, "overlap": 0.25, "blend": "gaussian"}
 # (model ndim, volume ndim) → walk the whole volume at once, or frame by frame (last axis)
 _WALKS = {(3, 3): "whole", (3, 4): "frames", (4, 4): "whole"}
 
@@ -112,20 +124,25 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ndwconv denoise``."""
     parser = subparsers.add_parser(
         "denoise",
-        help="denoise NIfTI/HDF5 volumes with a trained checkpoint (also under torchrun)",
+        help="denoise NIfTI/HDF5 volumes, or NetCDF-4/HDF5 time series (--var), with a "
+        "trained checkpoint (also under torchrun)",
         description="Denoise each INPUT tile by tile with a checkpoint written by `ndwconv train\n"
         "denoise`, and write it to the folder DIR under the same file name (HDF5: the same\n"
         "dataset path) with the input's header and affine. Each volume is mapped to [0, 1] by\n"
         "its 0.5th-99.5th percentile range, denoised and mapped back. A 3-D model denoises\n"
-        "3-D volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series. The\n"
-        "output folder, the outputs and each input's values are checked before the model runs;\n"
+        "3-D volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series; a\n"
+        "1-D model denoises the variable --var of NetCDF-4/HDF5 time series along --dim,\n"
+        "streamed chunk by chunk (attributes and encoding kept). The output folder, the\n"
+        "outputs and each input's values are checked before the model runs;\n"
         "a file that fails is reported and the others go on (exit code 1). Under torchrun the\n"
         "inputs are shared out between the processes.",
         epilog="examples:\n"
         "  ndwconv denoise scans/*.nii.gz study.h5:/mri/t1 -o denoised \\\n"
         "      --model runs/denoise-mni-weighted/checkpoints/step-00001000.safetensors\n"
         "  torchrun --nproc_per_node 2 -m ndwconv denoise scans/*.nii.gz -o denoised \\\n"
-        "      --model model.safetensors --device cuda",
+        "      --model model.safetensors --device cuda\n"
+        "  ndwconv denoise ecg.nc -o denoised --var ecg --dim time \\\n"
+        "      --model dncnn1d.safetensors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -133,7 +150,7 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="INPUT",
         help="volume: .nii, .nii.gz or file.h5[:/dataset] (the dataset may be left out when "
-        "the file holds exactly one)",
+        "the file holds exactly one); with --var: a NetCDF-4 or HDF5 file",
     )
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument(
@@ -144,11 +161,31 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "--model", required=True, metavar="CKPT", help="denoising checkpoint (.safetensors)"
     )
     parser.add_argument(
+        "--var",
+        metavar="NAME",
+        help="NetCDF-4/HDF5 time series: the variable to denoise with a 1-D model",
+    )
+    parser.add_argument(
+        "--dim",
+        default="time",
+        help="with --var: the dimension to denoise along (default: time); the others are "
+        "batches of series; plain HDF5 datasets have phony_dim_0, phony_dim_1, …",
+    )
+    parser.add_argument(
+        "--chunks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --var: samples along DIM read and written at a time (default: about 64 "
+        "MiB of the variable, fewer for a wide model: one forward pass stays within about "
+        "256 MiB of activations)",
+    )
+    parser.add_argument(
         "--tile",
         type=_positive_int,
         default=64,
         metavar="N",
-        help="tile size per axis, voxels (default: 64)",
+        help="tile size per axis, voxels (default: 64); not for time series",
     )
     parser.add_argument(
         "--overlap",
@@ -157,14 +194,15 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="overlap of neighbouring tiles, a fraction in [0, 1) of the tile (default: 0.25); "
         "half of it is dropped at inner tile faces, which must be at least the model's "
-        "receptive radius for the whole-volume result (a warning says when it is not)",
+        "receptive radius for the whole-volume result (a warning says when it is not); "
+        "time series overlap by the model's receptive radius instead",
     )
     parser.add_argument(
         "--batch",
         type=_positive_int,
         default=4,
         metavar="N",
-        help="tiles per forward pass (default: 4)",
+        help="tiles (time series: series) per forward pass (default: 4)",
     )
     parser.add_argument(
         "--device",
@@ -176,14 +214,17 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "--blend",
         choices=("gaussian", "constant"),
         default="gaussian",
-        help="weights of overlapping tiles (default: gaussian)",
+        help="weights of overlapping tiles (default: gaussian); not for time series",
     )
     parser.add_argument(
         "--dtype",
         choices=("input", "float32"),
         default="input",
         help="output dtype: the input's on-disk dtype (rounded, on its NIfTI scaling grid) or "
-        "float32 (default: input)",
+        "float32 (default: input); time series: input keeps the variable's encoding (a packed "
+        "integer variable re-packed on its scale_factor grid), float32 writes a packed "
+        "variable as floats; floating-point variables keep their dtype, plain integer ones "
+        "become floats",
     )
     parser.add_argument(
         "--nonfinite",
@@ -191,7 +232,8 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         default="raise",
         help="NaN/inf input voxels: raise refuses the file before the model runs, zero "
         "reads them as 0, allow denoises them as they are (they spread to every voxel "
-        "within the receptive radius, and integer outputs store NaN as 0) (default: raise)",
+        "within the receptive radius, and integer outputs store NaN as 0; a time series' "
+        "missing values, its _FillValue, count as NaN) (default: raise)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -262,9 +304,24 @@ def _denoise(args: argparse.Namespace) -> int:
         print("ndwconv: note: --output-dir is now -o/--out", file=sys.stderr, flush=True)
     out = args.out if args.out is not None else args.output_dir
     debug = bool(getattr(args, "debug", False))
+    var, dim = getattr(args, "var", None), getattr(args, "dim", "time")
+    if var is None and (getattr(args, "chunks", None) is not None or dim != "time"):
+        raise ValueError("--dim and --chunks are for time series: give --var (the variable)")
     rank, world = shard()
     device = resolve_device(args.device, "--device")
     _check_out_folder(out)
+    if var is not None:
+        ignored = [
+            f"--{key}" for key, default in _TILING_DEFAULTS.items() if getattr(args, key) != default
+        ]
+        if ignored and rank == 0:
+            print(
+                f"ndwconv: note: {'/'.join(ignored)} "
+                f"{'does' if len(ignored) == 1 else 'do'} not apply to time series (--var): "
+                "chunks overlap by the model's receptive radius, computed from its layers",
+                file=sys.stderr,
+                flush=True,
+            )
 
     failed = 0
 
@@ -280,7 +337,7 @@ def _denoise(args: argparse.Namespace) -> int:
 
     # Every input is checked against every other (so that all ranks agree on clashes) and
     # against its output before any model is loaded.
-    problems = _plan(args.inputs, out, args.overwrite)
+    problems = _plan(args.inputs, out, args.overwrite, var, dim)
     mine = range(rank, len(args.inputs), world)
     for i in mine:
         if i in problems:
@@ -291,12 +348,19 @@ def _denoise(args: argparse.Namespace) -> int:
 
     model = load_denoiser(args.model, device)
     info = _model_info(model, args.model)
+    _check_kind(info, var, args.model)
+    if var is not None:
+        from .series import denoise_series
     created = _make_folder(out)
     try:
         for i in todo:
             path = args.inputs[i]
             try:
-                print(_denoise_file(model, info, path, out, args, device), flush=True)
+                if var is not None:
+                    line = denoise_series(model, path, out, args, device)
+                else:
+                    line = _denoise_file(model, info, path, out, args, device)
+                print(line, flush=True)
             except Exception as err:
                 report(path, err)
     finally:
@@ -330,6 +394,20 @@ def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         spacing = None  # the loader accepted the checkpoint; the note is only informative
     return _ModelInfo(ndim, receptive_radius(model, ndim), spacing)
+
+
+def _check_kind(info: _ModelInfo, var: str | None, checkpoint: str) -> None:
+    """Refuse a 1-D model without ``--var`` and ``--var`` with any other model."""
+    if var is None and info.ndim == 1:
+        raise ValueError(
+            f"--model {checkpoint}: a 1-D model denoises time series: give --var (the "
+            "NetCDF-4/HDF5 variable to denoise) and --dim if it is not 'time'"
+        )
+    if var is not None and info.ndim != 1:
+        raise ValueError(
+            f"--model {checkpoint}: a {info.ndim}-D model cannot denoise time series "
+            f"(--var {var}); it takes images/volumes (leave out --var), or give a 1-D model"
+        )
 
 
 def _check_out_folder(out: str) -> None:
@@ -369,26 +447,39 @@ def _remove_empty(created: list[Path]) -> None:
             return
 
 
-def _plan(inputs: list[str], out: str, overwrite: bool) -> dict[int, Exception]:
+def _plan(
+    inputs: list[str], out: str, overwrite: bool, var: str | None = None, dim: str = "time"
+) -> dict[int, Exception]:
     """The inputs that cannot be denoised into ``out``, by index, each with its error:
     a missing input or a folder, an input listed twice, two inputs with one output file,
-    an output that is the input, an existing output without ``overwrite``."""
+    an output that is the input, an existing output without ``overwrite``; with ``var``
+    (time series), also a file that is not NetCDF-4/HDF5 or lacks ``var`` or ``dim``."""
     problems: dict[int, Exception] = {}
     seen: dict[tuple[str, str], str] = {}
     owner: dict[str, str] = {}
     for i, path in enumerate(inputs):
         try:
-            _check_input(path, out, overwrite, seen, owner)
-        except (OSError, ValueError) as err:  # raised, so that --debug shows where
+            _check_input(path, out, overwrite, seen, owner, var, dim)
+        except (OSError, ValueError, TypeError, ImportError) as err:  # raised: --debug shows where
             problems[i] = err
     return problems
 
 
 def _check_input(
-    path: str, out: str, overwrite: bool, seen: dict[tuple[str, str], str], owner: dict[str, str]
+    path: str,
+    out: str,
+    overwrite: bool,
+    seen: dict[tuple[str, str], str],
+    owner: dict[str, str],
+    var: str | None = None,
+    dim: str = "time",
 ) -> None:
     """One input of :func:`_plan`, given the inputs before it (``seen``: by file and
-    dataset, ``owner``: by output file name, both updated)."""
+    dataset, ``owner``: by output file name, both updated). A time series (``var``) is a
+    plain file path, opened to check ``var`` and ``dim`` before any model loads."""
+    if var is not None:
+        _check_series(path, out, overwrite, seen, owner, var, dim)
+        return
     file, dataset = split_path(path)
     if not os.path.exists(file):
         raise FileNotFoundError(f"{path}: no such file")
@@ -403,6 +494,45 @@ def _check_input(
         raise ValueError(f"{path}: has the same output file as {owner[name]}")
     owner[name] = path
     _check_output(path, _output_path(path, out), overwrite)
+
+
+def _check_series(
+    path: str,
+    out: str,
+    overwrite: bool,
+    seen: dict[tuple[str, str], str],
+    owner: dict[str, str],
+    var: str,
+    dim: str,
+) -> None:
+    """:func:`_check_input` for a time series file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder, not a NetCDF-4/HDF5 file")
+    key = (os.path.normcase(os.path.realpath(path)), "")
+    if key in seen:
+        raise ValueError(f"{path}: listed twice (as {seen[key]} before)")
+    seen[key] = path
+    name = os.path.normcase(os.path.basename(path))
+    if name in owner:
+        raise ValueError(f"{path}: has the same output file as {owner[name]}")
+    owner[name] = path
+    target = Path(out) / os.path.basename(path)
+    if target.resolve() == Path(path).resolve() or (
+        target.exists() and os.path.samefile(target, path)
+    ):
+        raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"{path}: the output {target} is a folder; remove it or choose another -o folder"
+        )
+    if os.path.lexists(target) and not overwrite:
+        raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
+    from ndwconv.adapters.timeseries.netcdf import open_series
+
+    with open_series(path, var=var, dim=dim):  # var, dim and the values' type, before any work
+        pass
 
 
 def _denoise_file(
