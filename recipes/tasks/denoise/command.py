@@ -74,6 +74,7 @@ import torch
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
+from ndwconv.adapters.outfolder import check_out_folder, make_folder, remove_empty
 from ndwconv.adapters.receptive import receptive_radius
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
@@ -309,7 +310,7 @@ def _denoise(args: argparse.Namespace) -> int:
         raise ValueError("--dim and --chunks are for time series: give --var (the variable)")
     rank, world = shard()
     device = resolve_device(args.device, "--device")
-    _check_out_folder(out)
+    check_out_folder(out)
     if var is not None:
         ignored = [
             f"--{key}" for key, default in _TILING_DEFAULTS.items() if getattr(args, key) != default
@@ -351,7 +352,7 @@ def _denoise(args: argparse.Namespace) -> int:
     _check_kind(info, var, args.model)
     if var is not None:
         from .series import denoise_series
-    created = _make_folder(out)
+    created = make_folder(out)
     try:
         for i in todo:
             path = args.inputs[i]
@@ -365,7 +366,7 @@ def _denoise(args: argparse.Namespace) -> int:
                 report(path, err)
     finally:
         if world == 1:  # other ranks may still be writing into a folder this one made
-            _remove_empty(created)
+            remove_empty(created)
     return 1 if failed else 0
 
 
@@ -408,43 +409,6 @@ def _check_kind(info: _ModelInfo, var: str | None, checkpoint: str) -> None:
             f"--model {checkpoint}: a {info.ndim}-D model cannot denoise time series "
             f"(--var {var}); it takes images/volumes (leave out --var), or give a 1-D model"
         )
-
-
-def _check_out_folder(out: str) -> None:
-    """Refuse, before any work, an output folder that is a file or cannot be written."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"-o/--out {out}: is a file, not a folder for the results")
-    existing = path
-    while not existing.exists():  # the nearest folder that exists, which would hold it
-        if existing.is_symlink():
-            raise NotADirectoryError(f"-o/--out {out}: {existing} is a broken link")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"-o/--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "the folder" if existing == path else f"cannot create it: {existing}"
-        raise PermissionError(f"-o/--out {out}: {what} is not writable")
-
-
-def _make_folder(out: str) -> list[Path]:
-    """Create ``out`` and any missing parents; returns the folders created, deepest last."""
-    created = []
-    path = Path(out)
-    while not path.exists():
-        created.append(path)
-        path = path.parent
-    os.makedirs(out, exist_ok=True)
-    return created[::-1]
-
-
-def _remove_empty(created: list[Path]) -> None:
-    """Remove the folders this run created, deepest first, where they are still empty."""
-    for folder in reversed(created):
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (or gone): leave it and its parents
-            return
 
 
 def _plan(
