@@ -195,6 +195,9 @@ def test_short_series_and_bad_keys_are_refused(tmp_path):
     np.save(tmp_path / "short.npy", np.arange(60.0))
     with pytest.raises(ValueError, match=r"short.npy has 60 samples: 42 for training .needs ≥ 32"):
         make_task(_config(tmp_path / "short.npy", "data.holdout=0.3"), "standard")
+    np.save(tmp_path / "flat.npy", np.r_[np.arange(100.0), np.zeros(50)])
+    with pytest.raises(ValueError, match=r"flat.npy: the held-out part .the last 45 samples. is"):
+        make_task(_config(tmp_path / "flat.npy", "data.holdout=0.3"), "standard")
     with pytest.raises(ValueError, match=r"data.holdout must be in \(0, 1\)"):
         make_task(_config(tmp_path / "short.npy", "data.holdout=1.5"), "standard")
     with pytest.raises(ValueError, match=r"unknown config key data\.validation"):

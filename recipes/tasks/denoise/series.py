@@ -138,6 +138,11 @@ class SeriesDenoiseTask(DenoisingTask):
                     f"{len(test)} held out (needs ≥ {MIN_HELDOUT}); give a longer series, a "
                     "smaller data.patch_size, or another data.holdout / data.gap"
                 )
+            if not np.ptp(test) > 0:
+                raise ValueError(
+                    f"data.train: {name}: the held-out part (the last {len(test)} samples) is "
+                    "constant, so it has no signal to score SNR against"
+                )
             (train01, test01), (lo, hi) = normalise(train, [test], data_cfg["percentiles"])
             self.parts.append((name, train01, test01))
             self.ranges[name] = [lo, hi]
