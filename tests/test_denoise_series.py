@@ -101,6 +101,26 @@ def test_bad_series_files_are_named(tmp_path, content, spec, fragment):
         sd.read_series(str(tmp_path / spec))
 
 
+def test_read_a_netcdf_variable(tmp_path):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    values = np.array([1.5, 2.0, -0.5, 4.0], dtype=np.float32)
+    data = xr.Dataset(
+        {"temp": ("time", values), "grid": (("x", "time"), np.zeros((2, 4)))},
+        coords={"time": np.arange(4)},
+    )
+    data.to_netcdf(tmp_path / "obs.nc", engine="h5netcdf")
+    name, read = sd.read_series(f"{tmp_path / 'obs.nc'}:temp")
+    assert name == "obs.nc:temp" and read.tolist() == values.astype(np.float64).tolist()
+    with pytest.raises(ValueError, match=r"2 variables \(temp, grid\); name one"):
+        sd.read_series(str(tmp_path / "obs.nc"))
+    with pytest.raises(ValueError, match=r"'grid' has dims \('x', 'time'\)"):
+        sd.read_series(f"{tmp_path / 'obs.nc'}:grid")
+    (tmp_path / "text.nc").write_text("x\n1\n")
+    with pytest.raises(ValueError, match="cannot be read as NetCDF-4/HDF5"):
+        sd.read_series(str(tmp_path / "text.nc"))
+
+
 def test_bad_npy_and_missing_file(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"shape \(3, 4\); a series is 1-D"):

@@ -5,10 +5,11 @@ trace). The series recipe (``ndwconv.recipes.tasks.denoise.series``) trains a 1-
 denoiser on the first part of each series and scores it on the last part:
 
 * **Sources** (``read_series``): ``"embedded:mitdb"``, the ECG excerpt bundled in the
-  ``sktime`` wheel (``mitdb_path``); a ``.npy`` file holding one 1-D array; or a
+  ``sktime`` wheel (``mitdb_path``); a ``.npy`` file holding one 1-D array; a
   ``.csv``/``.tsv`` file, one sample per row, the column named after a colon
   (``ecg.csv:lead_ii``; by header name, or by 0-based number when the file has no header;
-  a file with one column needs none).
+  a file with one column needs none); or a NetCDF-4 file's 1-D variable
+  (``obs.nc:temp``, read by xarray with the h5netcdf engine: the ``timeseries`` extra).
 * **Split** (``split``): contiguous, never random: the last ``round(holdout · n)``
   samples are the held-out part, the training part ends ``gap`` samples before it. No
   sample is in both parts, so no training crop overlaps the held-out part.
@@ -58,7 +59,7 @@ MITDB_SAMPLING_RATE = 360.0
 """Sampling rate (Hz) of the MIT-BIH Arrhythmia Database (Moody & Mark 2001), which the
 bundled excerpt is said to come from; the file itself records no rate."""
 
-SERIES_EXTENSIONS = (".csv", ".tsv", ".npy")
+SERIES_EXTENSIONS = (".csv", ".tsv", ".npy", ".nc")
 """File suffixes ``read_series`` reads (compared case-insensitively)."""
 
 _MITDB_FILE = ("datasets", "data", "mitdb", "mitdb.csv")
@@ -162,20 +163,52 @@ def _read_table(path: Path, column: str | None, label: str) -> np.ndarray:
     return values
 
 
+def _read_netcdf(path: Path, var: str | None, label: str) -> np.ndarray:
+    from ndwconv.adapters.timeseries._containers import import_xarray
+
+    xr = import_xarray()
+    try:
+        dataset = xr.open_dataset(path, engine="h5netcdf")
+    except Exception as err:  # xarray and h5py report bad files with many types
+        raise ValueError(f"{label} cannot be read as NetCDF-4/HDF5: {err}") from None
+    with dataset:
+        names = [str(n) for n in dataset.data_vars]
+        if var is None:
+            if len(names) != 1:
+                raise ValueError(
+                    f"{label} has {len(names)} variables ({', '.join(names)}); name one after "
+                    f"a colon, e.g. '{path}:{names[0] if names else 'var'}'"
+                )
+            var = names[0]
+        if var not in names:
+            raise ValueError(f"{label} has no variable {var!r}; its variables: {', '.join(names)}")
+        array = dataset[var]
+        if array.dtype.kind not in "iuf":
+            raise ValueError(f"{label}: variable {var!r} holds {array.dtype}, not real numbers")
+        squeezed = array.squeeze()
+        if squeezed.ndim != 1:
+            raise ValueError(
+                f"{label}: variable {var!r} has dims {tuple(array.dims)} of shape "
+                f"{tuple(array.shape)}; a series is 1-D (select one station or sensor first)"
+            )
+        return np.asarray(squeezed.values, dtype=np.float64)
+
+
 def read_series(spec: str) -> tuple[str, np.ndarray]:
     """Read one series: ``(name, float64 1-D array)``.
 
     Args:
         spec: ``"embedded:mitdb"`` (its ``data`` column), ``"file.npy"`` (one 1-D array;
-            singleton axes are dropped), or ``"file.csv"``/``"file.tsv"`` with an optional
-            ``":column"`` (see the module docstring).
+            singleton axes are dropped), ``"file.csv"``/``"file.tsv"`` with an optional
+            ``":column"``, or ``"file.nc"`` with an optional ``":variable"`` (see the module
+            docstring).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: an unknown suffix, a column that is not there, a cell that is not a
             number, an array that is not 1-D, or non-finite samples (NaN gaps: fill or cut
             them first); the message names the file and, where it helps, the line.
-        ImportError: ``embedded:mitdb`` without sktime.
+        ImportError: ``embedded:mitdb`` without sktime, a ``.nc`` file without xarray.
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"a series source must be a non-empty string, got {spec!r}")
@@ -210,6 +243,8 @@ def read_series(spec: str) -> tuple[str, np.ndarray]:
                 "channel at a time)"
             )
         values = squeezed.astype(np.float64)
+    elif path.suffix.lower() == ".nc":
+        values = _read_netcdf(path, column, label)
     else:
         values = _read_table(path, column, label)
     bad = ~np.isfinite(values)
