@@ -27,6 +27,7 @@ from torch import nn
 
 from ndwconv.adapters.volumes import is_physical
 
+from ...engine.task import Metric
 from .. import TaskEntry, load_model, register_task
 from .base import METRICS, SERIES_METRICS, baselines, build_denoiser
 from .config import check_config, is_series_config, is_volume_config
@@ -229,7 +230,7 @@ def _default_config(args: argparse.Namespace) -> str:
     return "mni" if ndim is not None and ndim >= 3 else "quick"
 
 
-def metrics_for(config: Mapping[str, Any]) -> tuple:
+def metrics_for(config: Mapping[str, Any]) -> tuple[Metric, ...]:
     """PSNR and SNR for series, PSNR and SSIM for images and volumes."""
     return SERIES_METRICS if is_series_config(config) else METRICS
 
