@@ -29,7 +29,7 @@ from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
 from ndwconv.recipes.models import DnCNN, odd_kernel_convs  # noqa: E402
 from ndwconv.recipes.tasks import denoise as denoise_recipe  # noqa: E402
 from ndwconv.recipes.tasks.denoise import command as denoise_command  # noqa: E402
-from ndwconv.recipes.tasks.denoise.series import series_range  # noqa: E402
+from ndwconv.recipes.tasks.denoise.series_files import series_range  # noqa: E402
 
 QUIET = ("--device", "cpu", "--quiet", "--batch", "2")
 LEADS, LENGTH = 3, 240

@@ -146,7 +146,7 @@ def _compare(
     progress: bool,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    metrics = entry.metrics
+    metrics = entry.metrics_of(config) if hasattr(entry, "metrics_of") else entry.metrics
     runs: list[dict[str, Any]] = []
     per_item: list[dict[str, Any]] = []
     panels: dict[str, Any] = {}

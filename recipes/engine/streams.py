@@ -26,6 +26,8 @@ STREAMS: dict[str, int | None] = {
     "volume_validation": 3,  # (eval seed, block index, 3): a validation block's noise
     "classify_order": 4,  # (seed, pass, 4): the order of one pass over a training set
     "classify_augment": 5,  # (seed, index, 5): a classification sample's augmentation
+    "series_validation": 6,  # (eval seed, series index, 6): a held-out part's noise
+    "series_filters": 7,  # (eval seed, series index, 7): the noisy training part filters fit on
 }
 """Stream name → the word appended to the seed words (``None``: nothing appended)."""
 

@@ -80,6 +80,9 @@ class TaskEntry:
         baselines: ``baselines(rows) -> {label: {metric: value}}``: reference rows of the
             comparison table (e.g. the noisy input), from the first run's per-item rows.
         metric_definitions: ``metric_definitions(config) -> {metric: definition}``.
+        metrics_for: ``metrics_for(config) -> metrics``: the declared scores of one
+            configuration, when they depend on it (denoising series: PSNR and SNR instead
+            of PSNR and SSIM); ``None``: ``metrics`` for every configuration.
         report_header: ``report_header(results) -> lines`` opening the comparison report.
         report_sections: ``report_sections(results) -> lines`` placed after the main
             table and its verdict (further scores, confusions, …).
@@ -101,6 +104,7 @@ class TaskEntry:
     data_help: str = "the data the configuration reads (see the task's documentation)"
     baselines: Callable[[Sequence[Mapping[str, Any]]], dict[str, dict[str, float]]] | None = None
     metric_definitions: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    metrics_for: Callable[[Mapping[str, Any]], tuple[Metric, ...]] | None = None
     report_header: Callable[[Mapping[str, Any]], list[str]] | None = None
     report_sections: Callable[[Mapping[str, Any]], list[str]] | None = None
     figure: Figure | None = None
@@ -111,6 +115,10 @@ class TaskEntry:
             raise ValueError(f"task name must be an identifier, got {self.name!r}")
         if not self.metrics or not all(isinstance(m, Metric) for m in self.metrics):
             raise ValueError(f"task {self.name!r}: metrics must be a non-empty tuple of Metric")
+
+    def metrics_of(self, config: Mapping[str, Any]) -> tuple[Metric, ...]:
+        """The declared scores of ``config`` (``metrics`` unless ``metrics_for`` is set)."""
+        return self.metrics if self.metrics_for is None else tuple(self.metrics_for(config))
 
     def config_name(self, args: argparse.Namespace) -> str:
         """The configuration ``--config`` names, or this task's default for ``args``."""

@@ -1,7 +1,8 @@
-"""The denoising task: images (2-D) and volumes (3-D, 4-D) on one base.
+"""The denoising task: series (1-D), images (2-D) and volumes (3-D, 4-D) on one base.
 
 ``ndwconv train denoise`` / ``ndwconv compare denoise`` train DnCNN or NAFNet on images
-(``images``), or N-D DnCNN on NIfTI/HDF5 volumes when ``model.ndim`` ≥ 3 (``volumes``);
+(``images``), N-D DnCNN on NIfTI/HDF5 volumes when ``model.ndim`` ≥ 3 (``volumes``), or
+a 1-D DnCNN on a series (ECG, sensor traces) when ``model.ndim`` is 1 (``series``);
 ``ndwconv denoise`` applies a trained checkpoint to volumes tile by tile (``command``).
 The task is registered under the name ``denoise`` (``ndwconv.recipes.tasks``).
 
@@ -26,34 +27,55 @@ from torch import nn
 
 from ndwconv.adapters.volumes import is_physical
 
+from ...engine.task import Metric
 from .. import TaskEntry, load_model, register_task
-from .base import METRICS, baselines, build_denoiser
-from .config import check_config, is_volume_config
+from .base import METRICS, SERIES_METRICS, baselines, build_denoiser
+from .config import check_config, is_series_config, is_volume_config
 from .images import DenoiseTask
-from .report import figure, metric_definitions, report_header
+from .report import figure, metric_definitions, report_header, report_sections
+from .series import SeriesDenoiseTask
+from .series_data import is_series_path
 from .volumes import VolumeDenoiseTask, resolve_density
 
-__all__ = ["DenoiseTask", "VolumeDenoiseTask", "build_model", "load_denoiser", "make_task"]
+__all__ = [
+    "DenoiseTask",
+    "SeriesDenoiseTask",
+    "VolumeDenoiseTask",
+    "build_model",
+    "load_denoiser",
+    "make_task",
+]
 
 
 def make_task(
     config: Mapping[str, Any],
     method: str = "standard",
     data: str | Path | Sequence[str | Path] | None = None,
-) -> DenoiseTask | VolumeDenoiseTask:
-    """The denoising task of ``config``: on images, or on volumes when ``model.ndim`` ≥ 3.
+) -> DenoiseTask | VolumeDenoiseTask | SeriesDenoiseTask:
+    """The denoising task of ``config``: on images, on volumes when ``model.ndim`` ≥ 3, on
+    series when ``model.ndim`` is 1.
 
     Args:
         config: a denoising configuration.
         method: ``"standard"`` or ``"weighted"``.
         data: images: the folder that relative ``data.train``/``data.validation`` are in;
-            volumes: training volume paths replacing ``data.train``.
+            volumes: training volume paths replacing ``data.train``; series: series
+            sources (``file.csv:column``, ``file.npy``) replacing ``data.train``.
     """
-    if is_volume_config(config):
+    if is_volume_config(config) or is_series_config(config):
         if isinstance(data, (str, Path)):
             data = [str(data)]
-        return VolumeDenoiseTask(config, method, None if data is None else [str(d) for d in data])
+        kind = VolumeDenoiseTask if is_volume_config(config) else SeriesDenoiseTask
+        return kind(config, method, None if data is None else [str(d) for d in data])
     items = [data] if isinstance(data, (str, Path)) else list(data or [])
+    series_like = [str(p) for p in items if is_series_path(str(p))]
+    if series_like:
+        raise ValueError(
+            f"{series_like[0]!r} is a series, but the configuration "
+            f"{config.get('name', '')!r} is an image one (model.ndim "
+            f"{config.get('model', {}).get('ndim', 2)}); train on series with a 1-D model, "
+            "e.g. `ndwconv train denoise --ndim 1 --data ecg.csv:lead`"
+        )
     volume_like = [str(p) for p in items if str(p).lower().endswith(
         (".nii", ".nii.gz", ".h5", ".hdf5")) or ".h5:" in str(p).lower()]
     if volume_like:
@@ -90,7 +112,7 @@ def build_model(config: Mapping[str, Any], method: str) -> nn.Module:
         if density is not None and is_physical(density):
             ndim = int(model["ndim"])
             density = resolve_density(density, ndim, [("", (1.0,) * ndim)])
-    else:
+    elif not is_series_config(config):
         model = {"channels": tables["data"]["channels"], **model}
     return build_denoiser(model, method, density)
 
@@ -177,7 +199,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--ndim",
         type=int,
         metavar="N",
-        help="shorthand for --set model.ndim=N; 3 or more trains on volumes",
+        help="shorthand for --set model.ndim=N; 1 trains on series, 3 or more on volumes",
     )
     parser.add_argument(
         "--noise",
@@ -203,13 +225,20 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _default_config(args: argparse.Namespace) -> str:
     ndim = getattr(args, "ndim", None)
+    if ndim == 1:
+        return "ecg"
     return "mni" if ndim is not None and ndim >= 3 else "quick"
+
+
+def metrics_for(config: Mapping[str, Any]) -> tuple[Metric, ...]:
+    """PSNR and SNR for series, PSNR and SSIM for images and volumes."""
+    return SERIES_METRICS if is_series_config(config) else METRICS
 
 
 ENTRY = register_task(
     TaskEntry(
         name="denoise",
-        help="denoising: DnCNN/NAFNet on images, N-D DnCNN on volumes",
+        help="denoising: DnCNN/NAFNet on images, N-D DnCNN on volumes, 1-D DnCNN on series",
         metrics=METRICS,
         make=make_task,
         check_config=check_config,
@@ -221,10 +250,13 @@ ENTRY = register_task(
         data_help="images: the folder (ROOT) holding the configuration's relative data "
         "folders (e.g. Train400/ and BSD68/), required by every built-in image configuration "
         "but quick; volumes (--ndim ≥ 3): the training volumes, NIfTI files or "
-        "file.h5:/dataset (default: the configuration's data.train)",
+        "file.h5:/dataset (default: the configuration's data.train); series (--ndim 1): "
+        "file.csv:column or file.npy, split into a training and a held-out part",
         baselines=baselines,
         metric_definitions=metric_definitions,
+        metrics_for=metrics_for,
         report_header=report_header,
+        report_sections=report_sections,
         figure=figure,
         item="image",
     )

@@ -15,13 +15,30 @@ from ...models import build_model, make_weighted
 from .inference import denoise_image
 from .metrics import psnr
 
-__all__ = ["LOSS_NAMES", "METRICS", "DenoisingTask", "build_denoiser", "check_method"]
+__all__ = [
+    "CLASSICAL_LABELS",
+    "LOSS_NAMES",
+    "METRICS",
+    "SERIES_METRICS",
+    "DenoisingTask",
+    "build_denoiser",
+    "check_method",
+]
 
 METRICS = (
     Metric("psnr", "PSNR", higher_is_better=True, digits=2, unit="dB"),
     Metric("ssim", "SSIM", higher_is_better=True, digits=4),
 )
-"""The scores of every denoising task: PSNR (primary) and SSIM."""
+"""The scores of image and volume denoising: PSNR (primary) and SSIM."""
+
+SERIES_METRICS = (
+    Metric("psnr", "PSNR", higher_is_better=True, digits=2, unit="dB"),
+    Metric("snr", "SNR", higher_is_better=True, digits=2, unit="dB"),
+)
+"""The scores of series denoising: PSNR (primary) and SNR."""
+
+CLASSICAL_LABELS = {"butterworth": "Butterworth low-pass", "savgol": "Savitzky–Golay"}
+"""The classical yardsticks of series denoising, by the prefix of their per-item scores."""
 
 LOSS_NAMES = ("mse", "l1", "psnr")
 """The losses ``train.loss`` may name for denoising (default ``mse``)."""
@@ -153,7 +170,24 @@ class DenoisingTask:
 
 
 def baselines(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """The comparison table's reference row: the noisy input itself."""
+    """The comparison table's reference rows: the noisy input itself; for series also the
+    classical filters, their parameters chosen on the training part (named in the label
+    when every series got the same)."""
+    if rows and "noisy_snr" in rows[0]:
+        found = {
+            "noisy input": {
+                m: statistics.fmean(r[f"noisy_{m}"] for r in rows) for m in ("psnr", "snr")
+            }
+        }
+        for key, label in CLASSICAL_LABELS.items():
+            if f"{key}_psnr" not in rows[0]:
+                continue
+            chosen = {r[f"{key}_parameters"] for r in rows}
+            detail = chosen.pop() if len(chosen) == 1 else "parameters per series"
+            found[f"{label} ({detail}; chosen on the training part)"] = {
+                m: statistics.fmean(r[f"{key}_{m}"] for r in rows) for m in ("psnr", "snr")
+            }
+        return found
     return {
         "noisy input": {
             "psnr": statistics.fmean(r["noisy_psnr"] for r in rows),

@@ -20,7 +20,7 @@ A 1-D model denoises NetCDF-4/HDF5 time series: ``--var NAME`` names the variabl
 by chunk (``--chunks N`` samples along the dimension at a time), the chunks overlapping by
 the model's receptive radius so that the result equals the whole-series pass, with every
 other variable, coordinate and attribute copied and the variable's attributes and
-encoding kept (:mod:`ndwconv.recipes.tasks.denoise.series`). ``--tile``, ``--overlap``
+encoding kept (:mod:`ndwconv.recipes.tasks.denoise.series_files`). ``--tile``, ``--overlap``
 and ``--blend`` do not apply to series. A 1-D model without ``--var``, or ``--var`` with a
 model of another dimensionality, is refused.
 
@@ -351,7 +351,7 @@ def _denoise(args: argparse.Namespace) -> int:
     info = _model_info(model, args.model)
     _check_kind(info, var, args.model)
     if var is not None:
-        from .series import denoise_series
+        from .series_files import denoise_series
     created = make_folder(out)
     try:
         for i in todo:

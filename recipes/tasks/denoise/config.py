@@ -1,8 +1,9 @@
 """Denoising configurations: the tables, their defaults, and the one check of them.
 
 A configuration whose ``model.ndim`` is 3 or more is a *volume* configuration
-(``ndwconv.recipes.tasks.denoise.volumes``), any other an *image* one
-(``ndwconv.recipes.tasks.denoise.images``); both share ``[model]``, ``[noise]``, ``[eval]``
+(``ndwconv.recipes.tasks.denoise.volumes``), one whose ``model.ndim`` is 1 a *series*
+configuration (``ndwconv.recipes.tasks.denoise.series``), any other an *image* one
+(``ndwconv.recipes.tasks.denoise.images``); all share ``[model]``, ``[noise]``, ``[eval]``
 and ``[weighted]`` and differ in ``[data]``.
 """
 
@@ -18,9 +19,17 @@ from ...engine.config import check_section, check_sections
 from ...engine.task import loss_by_name
 from .base import LOSS_NAMES
 from .data import NoiseSpec
+from .series_data import EMBEDDED_MITDB
 from .volume_data import NOISE_KINDS
 
-__all__ = ["EMBEDDED_MNI", "check_config", "check_volume_config", "is_volume_config"]
+__all__ = [
+    "EMBEDDED_MNI",
+    "check_config",
+    "check_series_config",
+    "check_volume_config",
+    "is_series_config",
+    "is_volume_config",
+]
 
 EMBEDDED_MNI = "embedded:mni152"
 
@@ -71,6 +80,63 @@ VOLUME_DATA_DEFAULTS: dict[str, Any] = {
     "min_foreground": 0.0,
     "foreground_level": 0.1,
 }
+
+
+SERIES_DATA_SCHEMA: dict[str, Any] = {
+    "train": (str, list),
+    "holdout": float,
+    "gap": int,
+    "percentiles": list,
+    "patch_size": int,
+    "sampling_rate": float,
+    "length": int,
+}
+SERIES_DATA_DEFAULTS: dict[str, Any] = {
+    "train": EMBEDDED_MITDB,
+    "holdout": 0.3,
+    "gap": 0,
+    "percentiles": [0.0, 100.0],
+    "patch_size": 256,
+}
+
+
+def is_series_config(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` is a series configuration (``model.ndim`` = 1)."""
+    ndim = config.get("model", {}).get("ndim", 2)
+    return isinstance(ndim, int) and not isinstance(ndim, bool) and ndim == 1
+
+
+def check_series_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[data]`` and ``[noise]`` tables of a series configuration, defaults filled in."""
+    data = {**SERIES_DATA_DEFAULTS, **check_section(config, "data", SERIES_DATA_SCHEMA)}
+    items = [data["train"]] if isinstance(data["train"], str) else list(data["train"])
+    if not items or not all(isinstance(v, str) and v for v in items):
+        raise ValueError("data.train must be a series source or a non-empty list of them")
+    data["train"] = items
+    if not 0 < data["holdout"] < 1:
+        raise ValueError(f"data.holdout must be in (0, 1), got {data['holdout']}")
+    if data["gap"] < 0:
+        raise ValueError(f"data.gap must be ≥ 0, got {data['gap']}")
+    percentiles = data["percentiles"]
+    if (
+        len(percentiles) != 2
+        or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles)
+        or not 0 <= percentiles[0] < percentiles[1] <= 100
+    ):
+        raise ValueError(
+            f"data.percentiles must be [low, high] with 0 ≤ low < high ≤ 100, got {percentiles!r}"
+        )
+    if data["patch_size"] < 1:
+        raise ValueError(f"data.patch_size must be ≥ 1, got {data['patch_size']}")
+    rate = data.get("sampling_rate")
+    if rate is not None and not 0 < rate < float("inf"):
+        raise ValueError(f"data.sampling_rate must be a number of Hz > 0, got {rate}")
+    noise = _check_noise(config)
+    if noise["kind"] != "gaussian":
+        raise ValueError(
+            f"noise.kind {noise['kind']!r}: the series recipe adds Gaussian noise only"
+        )
+    return {"data": data, "noise": noise}
 
 
 def is_volume_config(config: Mapping[str, Any]) -> bool:
@@ -137,8 +203,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if "name" not in model:
         raise ValueError("config key model.name is missing (dncnn or nafnet)")
     volume = is_volume_config(config)
-    if volume:
-        tables = check_volume_config(config)
+    series = is_series_config(config)
+    if volume or series:
+        tables = check_volume_config(config) if volume else check_series_config(config)
         data, noise = tables["data"], tables["noise"]
     else:
         data = {**IMAGE_DATA_DEFAULTS, **check_section(config, "data", IMAGE_DATA_SCHEMA)}
@@ -163,8 +230,12 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if family.unit is not None:
         if not volume:
             raise ValueError(
-                f"weighted.density {weighted['density']!r} is given in {family.unit}; an "
-                "image configuration takes distances in pixels (e.g. 'gaussian:1.2')"
+                f"weighted.density {weighted['density']!r} is given in {family.unit}; "
+                + (
+                    "a series configuration takes distances in samples (e.g. 'gaussian:1.2')"
+                    if series
+                    else "an image configuration takes distances in pixels (e.g. 'gaussian:1.2')"
+                )
             )
         physical_density(family, (1.0,))  # a time unit is refused; the spacing comes later
     for key in ("channels", "patch_size"):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "ssim_nd", "to_uint8_scale"]
+__all__ = ["psnr", "series_psnr", "snr", "ssim", "ssim_nd", "to_uint8_scale"]
 
 
 def _as_float64(x: np.ndarray | Tensor, name: str) -> np.ndarray:
@@ -75,6 +75,81 @@ def psnr(
     est, ref = _estimate_and_clean(estimate, clean, data_range)
     mse = float(np.mean((est - ref) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def _pair(
+    estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals as float64 arrays of one non-empty shape, finite, nothing clipped."""
+    est, ref = _as_float64(estimate, "estimate"), _as_float64(clean, "clean")
+    if est.shape != ref.shape or est.size == 0:
+        raise ValueError(
+            f"estimate and clean must have one non-empty shape, got estimate {est.shape} "
+            f"and clean {ref.shape}"
+        )
+    for name, array in (("estimate", est), ("clean", ref)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite values")
+    return est, ref
+
+
+def series_psnr(
+    estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor, peak: float = 1.0
+) -> float:
+    """Peak signal-to-noise ratio of a signal in dB, ``10 · log10(peak² / MSE)``, unclipped.
+
+    The series recipe's convention: the signal is normalised so that its training part
+    spans [0, 1] (``ndwconv.recipes.tasks.denoise.series_data.normalise``) and ``peak``
+    is 1, the training part's full range; the estimate is neither clipped nor rounded (a
+    held-out part may leave [0, 1]). The value does not change when both signals are
+    mapped back to their physical units with ``peak`` the training range in those units.
+
+    Returns:
+        PSNR in dB; ``math.inf`` when the estimate equals ``clean``.
+
+    Raises:
+        ValueError: shapes that differ or are empty, non-finite values, or ``peak`` ≤ 0.
+
+    Example:
+        >>> import numpy as np
+        >>> round(series_psnr(np.full(8, 0.1), np.zeros(8)), 6)   # MSE 0.01, peak 1
+        20.0
+    """
+    if isinstance(peak, bool) or not 0 < peak < math.inf:
+        raise ValueError(f"peak must be a finite number > 0, got {peak!r}")
+    est, ref = _pair(estimate, clean)
+    mse = float(np.mean((est - ref) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def snr(estimate: np.ndarray | Tensor, clean: np.ndarray | Tensor) -> float:
+    """Signal-to-noise ratio in dB, ``10 · log10(Σ (c − c̄)² / Σ (x − c)²)``.
+
+    ``c`` is the clean signal, ``c̄`` its mean over the scored samples and ``x`` the
+    estimate (not clipped): the power of the clean signal's variation over the power of
+    the error. Removing the mean makes the score independent of the signal's offset (an
+    ECG's baseline, or the shift of a normalisation), so it is the same in physical and
+    in normalised units.
+
+    Returns:
+        SNR in dB; ``math.inf`` when the estimate equals ``clean``.
+
+    Raises:
+        ValueError: shapes that differ or are empty, non-finite values, or a constant
+            clean signal (no signal power).
+
+    Example:
+        >>> import numpy as np
+        >>> clean = np.array([1.0, -1.0, 1.0, -1.0]) + 5   # variance 1 around 5
+        >>> round(snr(clean + 0.1, clean), 6)              # error power 0.01
+        20.0
+    """
+    est, ref = _pair(estimate, clean)
+    power = float(np.sum((ref - ref.mean()) ** 2))
+    if power == 0:
+        raise ValueError("clean is constant: a signal-to-noise ratio needs a varying signal")
+    error = float(np.sum((est - ref) ** 2))
+    return math.inf if error == 0 else 10.0 * math.log10(power / error)
 
 
 def ssim(

@@ -14,13 +14,21 @@ from ndwconv.adapters.atomic import atomic_write
 from ...engine.compare import plot_validation_curves
 from ...engine.config import validate
 from . import metrics
-from .config import is_volume_config
+from .base import CLASSICAL_LABELS
+from .config import is_series_config, is_volume_config
 
-__all__ = ["figure", "metric_definitions", "report_header"]
+__all__ = ["figure", "metric_definitions", "report_header", "report_sections"]
 
 
 def metric_definitions(config: Mapping[str, Any]) -> dict[str, str]:
-    """How PSNR and SSIM are computed, for images or for volume blocks."""
+    """How PSNR and SSIM (series: SNR) are computed, for images, volume blocks or series."""
+    if is_series_config(config):
+        return {
+            "psnr": "dB, 10 log10(peak^2 / MSE) over the whole held-out part, peak 1 = the "
+            "range of the series' training part (the normalised scale), estimate not clipped",
+            "snr": "dB, 10 log10(sum (c - mean c)^2 / sum (x - c)^2) over the whole held-out "
+            "part: clean signal c about its mean, estimate x, not clipped",
+        }
     volume = is_volume_config(config)
     return {
         "psnr": (
@@ -37,6 +45,18 @@ def metric_definitions(config: Mapping[str, Any]) -> dict[str, str]:
 
 def _data_line(cfg: Mapping[str, Any], data: Any) -> str:
     section = cfg.get("data", {})
+    if is_series_config(cfg):
+        sources = data or section.get("train", "embedded:mitdb")
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        holdout = section.get("holdout", 0.3)
+        return (
+            f"Data: {', '.join(f'`{s}`' for s in sources)}"
+            + (" (--data)" if data else "")
+            + f"; the first {100 * (1 - holdout):.0f} % of each series trains (crops of "
+            f"{section.get('patch_size', 256)} samples), the last {100 * holdout:.0f} % is "
+            f"held out and scored whole (gap {section.get('gap', 0)} samples); normalised by "
+            "the training part's range."
+        )
     if data and is_volume_config(cfg):  # volumes given on the command line
         return (
             f"Data: train {', '.join(f'`{p}`' for p in data)} (--data), validation "
@@ -66,16 +86,87 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def report_sections(results: Mapping[str, Any]) -> list[str]:
+    """Series: the classical filters' chosen parameters per series and their grids."""
+    if not is_series_config(results["config"]):
+        return []
+    seeds = results["seeds"]
+    rows = [
+        r for r in results.get("per_item", [])
+        if r["seed"] == seeds[0] and r["method"] == "standard"
+    ]
+    lines = [
+        "## Classical filters",
+        "",
+        "Parameters chosen by PSNR on each series' training part with Gaussian noise of the "
+        "validation σ (drawn once, `eval.seed`), then applied unchanged to the noisy "
+        "held-out part. Butterworth: `scipy.signal.butter(order, cutoff, output='sos')` + "
+        "`sosfiltfilt` (zero phase), orders 1-6 and 8, 40 cut-offs from 0.01 to 0.9 × "
+        "Nyquist (log-spaced). Savitzky–Golay: `scipy.signal.savgol_filter`, odd windows "
+        "5-61, 71, 81, 101, 121, 151, polynomial orders 0-6.",
+        "",
+        "| series | " + " | ".join(CLASSICAL_LABELS.values()) + " |",
+        "|---|" + "---|" * len(CLASSICAL_LABELS),
+    ]
+    for r in rows:
+        cells = " | ".join(str(r.get(f"{key}_parameters", "-")) for key in CLASSICAL_LABELS)
+        lines.append(f"| {r['image']} | {cells} |")
+    return lines
+
+
+def _series_figure(
+    results: Mapping[str, Any], panels: Mapping[str, np.ndarray], item: str | None, png: Path
+) -> Path | None:
+    """Validation curves, and two seconds (or 720 samples) of the held-out part: noisy,
+    the two networks and the two classical filters against the clean signal."""
+    from matplotlib.figure import Figure
+
+    clean = panels["clean"]
+    length = min(len(clean), 720)
+    start = (len(clean) - length) // 2
+    window = slice(start, start + length)
+    t = np.arange(start, start + length)
+    fig = Figure(figsize=(12, 7.5))
+    grid = fig.add_gridspec(3, 2, width_ratios=[1, 2.4])
+    plot_validation_curves(fig.add_subplot(grid[:, 0]), results)
+    groups = [
+        ("noisy input", [("noisy", "tab:gray")]),
+        ("networks (first seed)", [("standard", "tab:blue"), ("weighted", "tab:orange")]),
+        ("classical filters", [("butterworth", "tab:green"), ("savgol", "tab:purple")]),
+    ]
+    for row, (title, members) in enumerate(groups):
+        ax = fig.add_subplot(grid[row, 1])
+        ax.plot(t, clean[window], color="black", lw=1.2, label="clean")
+        for key, colour in members:
+            if key in panels:
+                score = metrics.series_psnr(panels[key], clean)
+                ax.plot(t, panels[key][window], color=colour, lw=0.9, alpha=0.85,
+                        label=f"{key}: {score:.2f} dB (whole part)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+        ax.set_ylabel("normalised")
+    ax.set_xlabel("sample of the held-out part")
+    fig.suptitle(f"{item} (seed {results['seeds'][0]}), samples {start}-{start + length - 1}",
+                 fontsize=10)
+    fig.tight_layout()
+    atomic_write(png, lambda p: fig.savefig(p, dpi=80, format="png"))
+    return png
+
+
 def figure(
     results: Mapping[str, Any], crops: Mapping[str, np.ndarray], image: str | None, png: Path
 ) -> Path | None:
     """Validation curves, and noisy / standard / weighted / clean views of ``image``
-    (a centre crop of an image; orthogonal slices through the centre of a volume block)."""
+    (a centre crop of an image; orthogonal slices through the centre of a volume block;
+    a stretch of a series' held-out part, with the classical filters)."""
     try:
         from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
     except ImportError:
         return None
     clean = crops.get("clean")
+    if clean is not None and clean.ndim == 1:
+        return _series_figure(results, crops, image, png)
     volume = clean is not None and clean.ndim >= 3
     if volume:  # rows: slices across axes 0, 1, 2, shown (Y, Z)ᵀ, (X, Z)ᵀ, (X, Y)ᵀ
         heights = [clean.shape[2], clean.shape[2], clean.shape[1]]

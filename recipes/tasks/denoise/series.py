@@ -1,258 +1,256 @@
-"""``ndwconv denoise --var``: a 1-D checkpoint over a NetCDF-4/HDF5 time series, streamed.
+"""The denoising recipe on 1-D signals: a 1-D DnCNN trained on the first part of a series,
+scored on its held-out last part against classical filters.
 
-The variable ``--var`` of each input is denoised along ``--dim`` by
-:func:`ndwconv.adapters.timeseries.apply` (every other dimension is a batch of series) and
-written by :func:`ndwconv.adapters.timeseries.netcdf.filter_file` to ``OUTPUT_DIR/<input
-file name>``: chunk by chunk, so a file larger than memory streams through; the chunks
-overlap by the model's receptive radius (computed from its layers), so the result equals
-the whole-series pass; every other variable, coordinate and attribute is copied, the
-variable keeps its attributes and encoding, the write is atomic and the input is only
-read.
+A configuration whose ``model.ndim`` is 1 is a *series* configuration: the same
+``[model]``, ``[noise]``, ``[eval]``, ``[weighted]`` and trainer tables as the image task
+(see ``ndwconv.recipes.tasks.denoise.images``), with this ``[data]`` table:
 
-Intensities are mapped as the volume path maps them: ``(x - lo) / (hi - lo)`` with
-``[lo, hi]`` the 0.5th and 99.5th percentiles of the variable's finite values
-(:func:`series_range`), denoised, and mapped back with ``y · (hi - lo) + lo`` (in float64).
-The percentiles are taken on a subsample of about 2²⁰ values made of up to 64 evenly
-spaced runs of consecutive samples along ``dim`` (the whole variable when it is smaller):
-a strided subsample would alias with a periodic signal (a daily cycle sampled hourly, read
-with a stride of 24, is one phase of it).
+``train``
+    A series source or a list of them (``ndwconv.recipes.tasks.denoise.series_data``):
+    ``"embedded:mitdb"`` (default; the ECG excerpt bundled in the ``sktime`` wheel,
+    ``pip install -e ".[examples]"``), ``"file.npy"``, ``"file.csv:column"``. ``--data``
+    replaces it.
+``holdout``, ``gap``
+    The last ``round(holdout · n)`` samples of each series (default 0.3) are held out for
+    scoring; training crops come only from the samples before them, less ``gap``
+    (default 0) samples next to the held-out part. The split is contiguous, never random.
+``percentiles``
+    ``[low, high]`` (default ``[0, 100]``: minimum and maximum): each series is mapped by
+    ``(x − lo) / (hi − lo)``, ``lo``/``hi`` these percentiles of its *training part*; the
+    held-out part is mapped by the same ``lo``/``hi`` and not clipped.
+``patch_size``
+    Length of the random training crops (default 256 samples).
+``sampling_rate``
+    Samples per second, used only to state the classical filters' parameters in Hz and
+    ms (default: 360 for ``embedded:mitdb``, otherwise unknown).
+``length``
+    Nominal epoch (samples).
 
-Chunks: ``--chunks N`` samples along ``dim``, or by default :func:`default_chunks` (about
-64 MiB of the variable, shortened for a wide model).
+``[noise]``: Gaussian only; σ on the 0–255 scale of the normalised signal (σ = 25.5 is
+a tenth of the training part's range), as for images and volumes. Crops are sampled by
+``VolumePatches`` with flips off (time is not reversed: an ECG beat reversed is not a
+beat), so crop ``i`` is a pure function of ``(seed, i)``. The held-out part's noise is
+fixed by ``eval.seed`` and the series' position in ``data.train``.
 
-Missing values (NaN, or the variable's ``_FillValue``) are non-finite values for
-``--nonfinite``: counted before the model runs (one lazy pass over the variable) and
-refused, read as 0, or denoised as they are.
+Scores, over each whole held-out part (one item per series; the model sees it whole,
+zero-padded at its two ends): PSNR (``metrics.series_psnr``: peak 1 = the training
+part's range, not clipped) and SNR (``metrics.snr``: power of the clean signal about its
+mean over the error power), both in dB, of the model, of the noisy input and of the two
+classical yardsticks (``ndwconv.recipes.tasks.denoise.classical``: a Butterworth low-pass
+and a Savitzky–Golay filter, their parameters chosen by PSNR on the training part with
+noise of ``noise.validation_sigma`` drawn once per series).
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
-import time
-from collections.abc import Hashable
-from pathlib import Path
+import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .command import PERCENTILES
+from ...engine import streams
+from .base import DenoisingTask, check_method
+from .classical import FilterChoice, classical_filters
+from .config import check_config
+from .data import NoiseSpec
+from .metrics import series_psnr, snr
+from .series_data import EMBEDDED_MITDB, MITDB_SAMPLING_RATE, normalise, read_series, split
+from .volume_data import VolumePatches, add_noise
 
-__all__ = ["count_missing", "default_chunks", "denoise_series", "series_output", "series_range"]
+__all__ = ["MIN_HELDOUT", "SeriesDenoiseTask"]
 
-_SAMPLE_VALUES = 1 << 20
-_RUNS = 64
-ACTIVATION_BYTES = 256 * 2**20
-"""Budget of one forward pass's activations that bounds the default chunk length."""
-_LIVE_ACTIVATIONS = 4  # float32 feature maps of the widest layer alive at once, at most
+MIN_HELDOUT = 32
+"""The fewest samples a held-out part (and a training part) may have."""
 
-
-def series_output(path: str, out: str) -> Path:
-    """``OUTPUT_DIR/<input file name>`` (the path is a file, never ``file.h5:/dataset``)."""
-    return Path(out) / os.path.basename(path)
+_FILTER_CACHE: dict[tuple[str, float, int, int], list[FilterChoice]] = {}
 
 
-def series_range(
-    da: Any,
-    dim: Hashable,
-    percentiles: tuple[float, float] = PERCENTILES,
-    max_values: int = _SAMPLE_VALUES,
-    runs: int = _RUNS,
-) -> tuple[float, float]:
-    """``(lo, hi)``: percentiles of the finite values of a subsample of ``da``.
+def _fitted_filters(clean: np.ndarray, sigma: float, seed: int, index: int) -> list[FilterChoice]:
+    """The classical filters chosen on ``clean`` (a normalised training part) with its
+    noise from the ``series_filters`` stream; cached, since every run of a comparison
+    asks for the same."""
+    digest = hashlib.sha256(np.ascontiguousarray(clean, dtype=np.float32).tobytes()).hexdigest()
+    key = (digest, float(sigma), int(seed), int(index))
+    if key not in _FILTER_CACHE:
+        generator = streams.generator("series_filters", seed, index)
+        reference = torch.from_numpy(np.asarray(clean, dtype=np.float64))
+        noisy = add_noise(reference, sigma, "gaussian", generator).numpy()
+        if len(_FILTER_CACHE) > 64:
+            _FILTER_CACHE.clear()
+        _FILTER_CACHE[key] = classical_filters(noisy, reference.numpy())
+    return _FILTER_CACHE[key]
 
-    ``da`` may be lazy (a variable of an open file): only the subsample is read. It is the
-    whole of ``da`` when that has at most ``max_values`` values; otherwise up to ``runs``
-    runs of consecutive samples along ``dim``, evenly spaced from the first sample to the
-    last, of every series (the other dimensions are read with a common stride when even
-    one sample of all of them exceeds ``max_values / runs``). A constant series gives
-    ``hi = lo + 1``, so that the mapping ``(x - lo) / (hi - lo)`` only shifts it.
 
-    Raises:
-        ValueError: the subsample holds no finite value.
+class SeriesDenoiseTask(DenoisingTask):
+    """The denoising task on 1-D series, for ``ndwconv.recipes.engine.fit``.
 
-    Example:
-        >>> import xarray as xr
-        >>> series_range(xr.DataArray(np.arange(1001.0), dims="time"), "time", (0, 50))
-        (0.0, 500.0)
+    Args:
+        config: a series configuration (see the module docstring).
+        method: ``"standard"`` or ``"weighted"``.
+        data: series sources replacing ``data.train`` (None: the configuration's).
     """
-    length = int(da.sizes[dim])
-    if da.size <= max_values:
-        sample = np.asarray(da.values)
-    else:
-        others = [d for d in da.dims if d != dim]
-        row = math.prod(int(da.sizes[d]) for d in others)  # values per sample of dim
-        per_run_budget = max(1, max_values // max(1, min(runs, length)))
-        stride = 1
-        if others and row > per_run_budget:
-            stride = math.ceil((row / per_run_budget) ** (1 / len(others)))
-        index = {d: slice(None, None, stride) for d in others}
-        row_read = math.prod(len(range(0, int(da.sizes[d]), stride)) for d in others)
-        along = max(1, max_values // max(row_read, 1))  # samples of dim to read in all
-        count = max(1, min(runs, length, along))
-        width = max(1, min(along, length) // count)  # disjoint runs
-        starts = sorted({round(k * (length - width) / max(count - 1, 1)) for k in range(count)})
-        sample = np.concatenate(
-            [
-                np.asarray(da.isel({**index, dim: slice(s, s + width)}).values).ravel()
-                for s in starts
-            ]
+
+    spatial_dims = 1
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        method: str = "standard",
+        data: str | Sequence[str] | None = None,
+    ):
+        if data is not None:
+            config = {
+                **config,
+                "data": {
+                    **config.get("data", {}),
+                    "train": [data] if isinstance(data, str) else [str(p) for p in data],
+                },
+            }
+        super().__init__(config)
+        self.config = check_config(config)
+        self.method = check_method(method)
+        self.seed = int(config.get("train", {}).get("seed", 0))
+        data_cfg = self.config["data"]
+        patch = data_cfg["patch_size"]
+        self.sampling_rate: float | None = data_cfg.get("sampling_rate")
+        if self.sampling_rate is None and all(s == EMBEDDED_MITDB for s in data_cfg["train"]):
+            self.sampling_rate = MITDB_SAMPLING_RATE
+        self.parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+        """``(name, training part, held-out part)`` per series, normalised (float32)."""
+        self.ranges: dict[str, list[float]] = {}
+        """``name → [lo, hi]``: what 0 and 1 of the normalised scale are in the file's units."""
+        for source in data_cfg["train"]:
+            name, values = read_series(source)
+            if name in self.ranges:
+                name = f"{name}#{len(self.parts)}"
+            try:
+                train, test = split(values, data_cfg["holdout"], data_cfg["gap"])
+            except ValueError as err:
+                raise ValueError(f"data.train: {name}: {err}") from None
+            need = max(patch, MIN_HELDOUT)
+            if len(train) < need or len(test) < MIN_HELDOUT:
+                raise ValueError(
+                    f"data.train: {name} has {len(values)} samples: {len(train)} for training "
+                    f"(needs ≥ {need}: data.patch_size {patch}, and {MIN_HELDOUT}) and "
+                    f"{len(test)} held out (needs ≥ {MIN_HELDOUT}); give a longer series, a "
+                    "smaller data.patch_size, or another data.holdout / data.gap"
+                )
+            if not np.ptp(test) > 0:
+                raise ValueError(
+                    f"data.train: {name}: the held-out part (the last {len(test)} samples) is "
+                    "constant, so it has no signal to score SNR against"
+                )
+            (train01, test01), (lo, hi) = normalise(train, [test], data_cfg["percentiles"])
+            self.parts.append((name, train01, test01))
+            self.ranges[name] = [lo, hi]
+        self.dataset = VolumePatches(
+            [train for _, train, _ in self.parts],
+            patch,
+            NoiseSpec.parse(str(self.config["noise"]["sigma"])),
+            kind="gaussian",
+            seed=self.seed,
+            flips=False,
+            length=data_cfg.get("length"),
         )
-    finite = sample[np.isfinite(sample)]
-    if finite.size == 0:
-        raise ValueError("no finite values to compute the intensity range from")
-    lo, hi = (float(v) for v in np.percentile(finite.astype(np.float64), percentiles))
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+        self._validation: list[tuple[str, np.ndarray, torch.Tensor]] | None = None
+        self._classical: list[list[tuple[FilterChoice, np.ndarray]]] | None = None
 
+    @property
+    def validation(self) -> list[tuple[str, np.ndarray, torch.Tensor]]:
+        """``(name, clean held-out part, noisy (1, L) tensor)`` per series; the noise is
+        fixed by ``eval.seed`` and the series' index."""
+        if self._validation is None:
+            sigma = float(self.config["noise"]["validation_sigma"])
+            items = []
+            for i, (name, _, clean) in enumerate(self.parts):
+                generator = streams.generator("series_validation", self.config["eval"]["seed"], i)
+                noisy = add_noise(torch.from_numpy(clean)[None], sigma, "gaussian", generator)
+                items.append((f"{name}[holdout]", clean, noisy))
+            self._validation = items
+        return self._validation
 
-def default_chunks(
-    model: torch.nn.Module,
-    sizes: dict[Hashable, int],
-    dim: Hashable,
-    itemsize: int,
-    batch: int,
-    disk_chunks: tuple[int, ...] | None = None,
-) -> dict[Hashable, int]:
-    """Dask chunks of a variable of ``sizes`` when ``--chunks`` is not given.
+    @property
+    def classical(self) -> list[list[tuple[FilterChoice, np.ndarray]]]:
+        """Per series: each classical filter, chosen on the training part, and its output
+        on the noisy held-out part."""
+        if self._classical is None:
+            sigma = float(self.config["noise"]["validation_sigma"])
+            seed = self.config["eval"]["seed"]
+            found = []
+            for i, ((_, train, _), (_, _, noisy)) in enumerate(
+                zip(self.parts, self.validation, strict=True)
+            ):
+                choices = _fitted_filters(train, sigma, seed, i)
+                signal = noisy[0].double().numpy()
+                found.append([(c, c.apply(signal)) for c in choices])
+            self._classical = found
+        return self._classical
 
-    :func:`~ndwconv.adapters.timeseries.netcdf.chunk_plan`'s default (about 64 MiB of
-    the variable per chunk), with ``dim`` shortened so that one forward pass of ``batch``
-    series (fewer when the chunk holds fewer) keeps the activations of the model's widest
-    convolution within :data:`ACTIVATION_BYTES`: a 64 MiB chunk of one float32 series
-    is 16.7 million samples, which a 64-channel network would turn into 4 GiB per feature
-    map. The length stays at least 4096 samples (or the series) and, where it is cut, a
-    multiple of the file's own chunk along ``dim`` when that fits.
+    def example(self) -> tuple[str, dict[str, np.ndarray]]:
+        """The first held-out part's name and its ``clean``, ``noisy`` and classically
+        filtered versions, on the normalised scale (the figure's reference panels)."""
+        name, clean, noisy = self.validation[0]
+        panels = {"clean": clean.astype(np.float64), "noisy": noisy[0].double().numpy()}
+        for choice, filtered in self.classical[0]:
+            panels[choice.key] = filtered
+        return name, panels
 
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 64, 3), torch.nn.Conv1d(64, 1, 3))
-        >>> default_chunks(net, {"time": 10**8}, "time", 4, batch=4)  # one series at a time
-        {'time': 262144}
-        >>> default_chunks(net, {"lead": 12, "time": 10**8}, "time", 4, batch=4)
-        {'lead': 12, 'time': 65536}
-    """
-    from ndwconv.adapters.timeseries.netcdf import chunk_plan
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "model": self.model_config(),
+            "density": self.density(),
+            "data": {
+                **self.config["data"],
+                "channels": 1,
+                "series": True,
+                "ranges": self.ranges,
+                "train_lengths": {name: len(train) for name, train, _ in self.parts},
+                "sampling_rate": self.sampling_rate,
+            },
+            "noise": self.config["noise"],
+        }
 
-    disk = dict(zip(sizes, disk_chunks, strict=True)) if disk_chunks else None
-    plan = chunk_plan(sizes, dim, itemsize, None, disk_chunks=disk)
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    width = max((int(m.out_channels) for m in convs), default=1)
-    series = max(1, min(batch, math.prod(n for d, n in plan.items() if d != dim)))
-    cap = max(4096, ACTIVATION_BYTES // (4 * _LIVE_ACTIVATIONS * width * series))
-    if plan[dim] > cap:
-        step = (disk or {}).get(dim)
-        plan[dim] = cap - cap % step if step and step <= cap else cap
-    return plan
-
-
-def count_missing(da: Any) -> int:
-    """The number of NaN/±inf values of a dask-backed DataArray (computed chunk by chunk).
-
-    Example:
-        >>> import xarray as xr
-        >>> count_missing(xr.DataArray([1.0, np.nan, np.inf, 2.0]).chunk(2))
-        2
-    """
-    if np.dtype(da.dtype).kind != "f":  # integers decoded without a fill hold no NaN
-        return 0
-    import dask.array as dask_array
-
-    return int((~dask_array.isfinite(da.data)).sum().compute(scheduler="threads"))
-
-
-def _finite_or_raise(block: np.ndarray, *, label: str) -> np.ndarray:
-    """A block of the result, or an error when the model produced non-finite values."""
-    bad = block.size - int(np.count_nonzero(np.isfinite(block)))
-    if bad:
-        raise ValueError(
-            f"{label}: the model produced {bad} non-finite (NaN/inf) values in a chunk; "
-            "nothing was written (--nonfinite allow writes them)"
-        )
-    return block
-
-
-def denoise_series(
-    model: torch.nn.Module,
-    path: str,
-    out: str,
-    args: argparse.Namespace,
-    device: torch.device,
-) -> str:
-    """Denoise variable ``args.var`` of the file ``path`` into ``out``; returns its
-    summary line. ``args`` holds the ``ndwconv denoise`` options (``var``, ``dim``,
-    ``chunks``, ``batch``, ``dtype``, ``nonfinite``, ``overwrite``, ``quiet``, ``model``)."""
-    from ndwconv.adapters.timeseries import apply
-    from ndwconv.adapters.timeseries.netcdf import chunk_plan, filter_file, open_series
-
-    start = time.perf_counter()
-    var, dim = args.var, args.dim
-    with open_series(path, var=var, dim=dim) as ds:
-        variable = ds[var]
-        sizes = dict(variable.sizes)
-        itemsize = variable.dtype.itemsize
-        if args.chunks is None:
-            disk = variable.encoding.get("chunksizes")
-            plan = default_chunks(model, sizes, dim, itemsize, args.batch, disk)
-        else:
-            plan = chunk_plan(sizes, dim, itemsize, args.chunks)
-        bad = count_missing(variable.chunk(plan))
-        if bad and args.nonfinite == "raise":
-            raise ValueError(
-                f"{path}: {bad} missing or non-finite values (NaN, inf, _FillValue) in "
-                f"{var!r}; pass --nonfinite zero to read them as 0, or --nonfinite allow to "
-                "denoise them as they are"
-            )
-        lo, hi = series_range(variable, dim)
-    scale = hi - lo
-    zero = bool(bad) and args.nonfinite == "zero"
-    check = args.nonfinite != "allow"
-    label = f"{path}: {var!r}"
-    provenance = (
-        f"denoised along {dim} by {os.path.basename(args.model)}; values mapped by range "
-        f"[{lo:.9g}, {hi:.9g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) to [0, 1] "
-        "and back"
-    )
-
-    def func(da: Any) -> Any:
-        data = da.data.astype(np.float64)
-        if zero:
-            import dask.array as dask_array
-
-            data = dask_array.where(dask_array.isfinite(data), data, 0.0)
-        normalised = da.copy(data=(data - lo) / scale)
-        y = apply(model, normalised, dim=dim, batch_size=args.batch, device=device)
-        result = y.data.astype(np.float64) * scale + lo
-        if check:
-            result = result.map_blocks(_finite_or_raise, dtype=np.float64, label=label)
-        denoised = y.copy(data=result)
-        denoised.attrs["ndwconv_denoise"] = provenance
-        return denoised
-
-    try:
-        target = filter_file(
-            path,
-            series_output(path, out),
-            func,
-            var=var,
-            dim=dim,
-            chunks=plan,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-            packing="keep" if args.dtype == "input" else "float",
-        )
-    except ValueError as err:  # filter_file names its own option; this command has --dtype
-        message = str(err).replace("packing='float' / --packing float", "--dtype float32")
-        if message == str(err):
-            raise
-        raise ValueError(message) from err
-    seconds = time.perf_counter() - start
-    shape = " × ".join(f"{d} {n}" for d, n in sizes.items())
-    note = ""
-    if bad:
-        note = f"; {bad} missing/non-finite input values " + ("read as 0" if zero else "kept")
-    return (
-        f"{path} -> {target}: {var} ({shape}) along {dim}, {seconds:.2f} s, "
-        f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) "
-        "-> [0, 1]" + note
-    )
+    def evaluate_items(
+        self,
+        model: nn.Module,
+        device: torch.device | str = "cpu",
+        limit: int | None = None,
+        with_ssim: bool = True,
+        keep: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Per held-out part: ``psnr``, ``snr`` of the model, ``noisy_psnr``,
+        ``noisy_snr`` of the input, and ``KEY_psnr``, ``KEY_snr``, ``KEY_parameters`` of
+        each classical filter (``butterworth``, ``savgol``). Items named in ``keep`` also
+        carry the model's estimate (``"estimate"``, normalised scale). ``with_ssim`` is
+        accepted for the interface's sake: a series has no SSIM."""
+        device = torch.device(device)
+        was_training = model.training
+        model.eval()
+        rows = []
+        with torch.no_grad():
+            for i, (name, clean, noisy) in enumerate(self.validation):
+                if limit is not None and i >= limit:
+                    break
+                estimate = self._denoise(model, noisy, device)[0].double().numpy()
+                reference = clean.astype(np.float64)
+                signal = noisy[0].double().numpy()
+                row: dict[str, Any] = {
+                    "image": name,
+                    "psnr": series_psnr(estimate, reference),
+                    "snr": snr(estimate, reference),
+                    "noisy_psnr": series_psnr(signal, reference),
+                    "noisy_snr": snr(signal, reference),
+                }
+                for choice, filtered in self.classical[i]:
+                    row[f"{choice.key}_psnr"] = series_psnr(filtered, reference)
+                    row[f"{choice.key}_snr"] = snr(filtered, reference)
+                    row[f"{choice.key}_parameters"] = choice.describe(self.sampling_rate)
+                if name in keep:
+                    row["estimate"] = estimate
+                rows.append(row)
+        model.train(was_training)
+        return rows
