@@ -3,7 +3,8 @@
 ``ndwconv train denoise`` / ``ndwconv compare denoise`` train DnCNN or NAFNet on images
 (``images``), N-D DnCNN on NIfTI/HDF5 volumes when ``model.ndim`` ≥ 3 (``volumes``), or
 a 1-D DnCNN on a series (ECG, sensor traces) when ``model.ndim`` is 1 (``series``);
-``ndwconv denoise`` applies a trained checkpoint to volumes tile by tile (``command``).
+``ndwconv denoise`` applies a trained checkpoint to volumes tile by tile, and a 1-D one to
+NetCDF-4/HDF5 time series chunk by chunk (``command``, ``series_files``).
 The task is registered under the name ``denoise`` (``ndwconv.recipes.tasks``).
 
 Example:
