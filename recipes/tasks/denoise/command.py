@@ -83,11 +83,9 @@ from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
 from . import load_denoiser
+from .inference import PERCENTILES
 
 __all__ = ["NONFINITE_POLICIES", "PERCENTILES", "denoise_command", "robust_range", "tiling_warning"]
-
-PERCENTILES = (0.5, 99.5)
-"""Percentiles of the robust intensity range mapped to [0, 1]."""
 
 NONFINITE_POLICIES = ("raise", "zero", "allow")
 """What ``--nonfinite`` does with NaN/inf input voxels (see ``ndwconv denoise --help``)."""

@@ -12,7 +12,10 @@ from ndwconv.adapters.tiling import sliding_window
 
 from .metrics import describe_value
 
-__all__ = ["denoise_image"]
+__all__ = ["PERCENTILES", "denoise_image"]
+
+PERCENTILES = (0.5, 99.5)
+"""The percentiles of its input that ``ndwconv denoise`` maps to 0 and 1 before the network."""
 
 
 def denoise_image(

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .command import PERCENTILES
+from .inference import PERCENTILES
 
 __all__ = ["count_missing", "default_chunks", "denoise_series", "series_output", "series_range"]
 
