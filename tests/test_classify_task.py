@@ -496,9 +496,9 @@ def test_the_figure_shows_top_confusions_for_many_classes(tmp_path):
     }
     png = report.figure(results, {}, None, tmp_path / "figure.png")
     assert png is not None and png.stat().st_size > 10_000
-    header = "\n".join(report.report_header(results))
-    assert "- weighted: c7 → c3 (40)" in header
-    assert "| standard | 90.00 | 50.00 | 50.00 |" in header
+    sections = "\n".join(report.report_sections(results))
+    assert "- weighted: c7 → c3 (40)" in sections
+    assert "| standard | 90.00 | 50.00 | 50.00 |" in sections
 
 
 class FakeCifar:
