@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ndwconv.cli import one_line
 
-from ..outfolder import check_out_folder, make_folder, remove_empty
+from ..outfolder import check_out_folder, check_target, claim_input, make_folder, remove_empty
 from .netcdf import PACKING_POLICIES, filter_file, open_series
 
 __all__ = ["MODES", "NAN_POLICIES", "smooth_command"]
@@ -223,29 +223,11 @@ def _check_input(
     overwrite: bool,
     var: str,
     dim: str,
-    seen: dict[str, str],
+    seen: dict[tuple[str, str], str],
     owner: dict[str, str],
 ) -> None:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder, not a NetCDF/HDF5 file")
-    key = os.path.normcase(os.path.realpath(path))
-    if key in seen:
-        raise ValueError(f"{path}: listed twice (as {seen[key]} before)")
-    seen[key] = path
-    name = os.path.normcase(os.path.basename(path))
-    if name in owner:
-        raise ValueError(f"{path}: has the same output file as {owner[name]}")
-    owner[name] = path
-    target = _output_path(path, out)
-    if target.exists() and os.path.samefile(target, path):
-        raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
-    if target.is_dir():
-        raise IsADirectoryError(
-            f"{path}: the output {target} is a folder; remove it or choose another -o folder"
-        )
-    if os.path.lexists(target) and not overwrite:
-        raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
+    key = (os.path.normcase(os.path.realpath(path)), "")
+    claim_input(path, path, key, seen, owner, "a NetCDF-4/HDF5 file")
+    check_target(path, path, _output_path(path, out), overwrite)
     with open_series(path, var=var, dim=dim):  # the variable and dimension, before any work
         pass

@@ -74,7 +74,13 @@ import torch
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
-from ndwconv.adapters.outfolder import check_out_folder, make_folder, remove_empty
+from ndwconv.adapters.outfolder import (
+    check_out_folder,
+    check_target,
+    claim_input,
+    make_folder,
+    remove_empty,
+)
 from ndwconv.adapters.receptive import receptive_radius
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
@@ -443,18 +449,8 @@ def _check_input(
         _check_series(path, out, overwrite, seen, owner, var, dim)
         return
     file, dataset = split_path(path)
-    if not os.path.exists(file):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(file):
-        raise IsADirectoryError(f"{path}: is a folder, not a volume file")
     key = (os.path.normcase(os.path.realpath(file)), dataset or "")
-    if key in seen:
-        raise ValueError(f"{path}: listed twice (as {seen[key]} before)")
-    seen[key] = path
-    name = os.path.normcase(os.path.basename(file))
-    if name in owner:
-        raise ValueError(f"{path}: has the same output file as {owner[name]}")
-    owner[name] = path
+    claim_input(path, file, key, seen, owner, "a volume file")
     _check_output(path, _output_path(path, out), overwrite)
 
 
@@ -468,29 +464,9 @@ def _check_series(
     dim: str,
 ) -> None:
     """:func:`_check_input` for a time series file."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder, not a NetCDF-4/HDF5 file")
     key = (os.path.normcase(os.path.realpath(path)), "")
-    if key in seen:
-        raise ValueError(f"{path}: listed twice (as {seen[key]} before)")
-    seen[key] = path
-    name = os.path.normcase(os.path.basename(path))
-    if name in owner:
-        raise ValueError(f"{path}: has the same output file as {owner[name]}")
-    owner[name] = path
-    target = Path(out) / os.path.basename(path)
-    if target.resolve() == Path(path).resolve() or (
-        target.exists() and os.path.samefile(target, path)
-    ):
-        raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
-    if target.is_dir():
-        raise IsADirectoryError(
-            f"{path}: the output {target} is a folder; remove it or choose another -o folder"
-        )
-    if os.path.lexists(target) and not overwrite:
-        raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
+    claim_input(path, path, key, seen, owner, "a NetCDF-4/HDF5 file")
+    check_target(path, path, Path(out) / os.path.basename(path), overwrite)
     from ndwconv.adapters.timeseries.netcdf import open_series
 
     with open_series(path, var=var, dim=dim):  # var, dim and the values' type, before any work
@@ -736,12 +712,4 @@ def _output_path(source: str, output_dir: str) -> str:
 
 def _check_output(path: str, output: str, overwrite: bool) -> None:
     """Refuse, before any work, to write over the input or over an existing file."""
-    source, target = Path(_file_part(path)).resolve(), Path(_file_part(output))
-    if target.resolve() == source:
-        raise ValueError(f"{path}: the output {target} is the input; choose another -o folder")
-    if target.is_dir():
-        raise IsADirectoryError(
-            f"{path}: the output {target} is a folder; remove it or choose another -o folder"
-        )
-    if os.path.lexists(target) and not overwrite:
-        raise FileExistsError(f"{path}: the output {target} exists; pass --overwrite to replace it")
+    check_target(path, _file_part(path), Path(_file_part(output)), overwrite)
