@@ -169,21 +169,13 @@ class DensitySkipsLastGroup(nw.WeightedConvNd):
 
 
 # The correctness properties; the rest (gradcheck, dtypes, state_dicts) cannot see these bugs.
-MUTANT_BATTERY = [
-    "matches_reference",
-    "linear_in_input",
-    "translation_equivariance",
-    "adjointness",
-    "flip_symmetry",
-]
-
-
 def _small(case):
     return case.batch == 1 and case.in_channels == case.groups and max(case.spatial) <= 9
 
 
 def test_mutant_phi_transposed_is_caught():
-    report = nwt.check_layer(PhiTransposed, ndim=(2, 3), properties=MUTANT_BATTERY)
+    # only the properties asserted on: a property that holds runs all its examples
+    report = nwt.check_layer(PhiTransposed, ndim=(2, 3), properties=["matches_reference"])
     assert not report.ok
     result = report["matches_reference"]
     cex = result.counterexample
@@ -194,7 +186,9 @@ def test_mutant_phi_transposed_is_caught():
 
 
 def test_mutant_off_by_one_padding_is_caught():
-    report = nwt.check_layer(OffByOnePadding, ndim=(1, 3), properties=MUTANT_BATTERY)
+    report = nwt.check_layer(
+        OffByOnePadding, ndim=(1, 3), properties=["matches_reference", "flip_symmetry"]
+    )
     result = report["matches_reference"]
     cex = result.counterexample
     assert result.status == "failed" and _small(cex), str(report)
@@ -203,7 +197,9 @@ def test_mutant_off_by_one_padding_is_caught():
 
 
 def test_mutant_density_skipping_a_group_is_caught():
-    report = nwt.check_layer(DensitySkipsLastGroup, ndim=(1, 2), properties=MUTANT_BATTERY)
+    report = nwt.check_layer(
+        DensitySkipsLastGroup, ndim=(1, 2), properties=["matches_reference", "linear_in_input"]
+    )
     result = report["matches_reference"]
     cex = result.counterexample
     assert result.status == "failed", str(report)
