@@ -23,6 +23,7 @@ __all__ = [
     "DenoisingTask",
     "build_denoiser",
     "check_method",
+    "with_train_data",
 ]
 
 METRICS = (
@@ -49,6 +50,23 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     return method
+
+
+def with_train_data(
+    config: Mapping[str, Any], data: str | Sequence[str] | None
+) -> Mapping[str, Any]:
+    """``config`` with ``data.train`` replaced by ``data`` (one path or several; the
+    ``--data`` of the volume and series tasks); ``config`` itself when ``data`` is None.
+    The given mapping is not modified.
+
+    Example:
+        >>> with_train_data({"data": {"train": ["a.nii"], "holdout": 0.3}}, "b.nii")
+        {'data': {'train': ['b.nii'], 'holdout': 0.3}}
+    """
+    if data is None:
+        return config
+    train = [data] if isinstance(data, str) else [str(p) for p in data]
+    return {**config, "data": {**config.get("data", {}), "train": train}}
 
 
 def build_denoiser(

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ...engine import streams
-from .base import DenoisingTask, check_method
+from .base import DenoisingTask, check_method, with_train_data
 from .classical import FilterChoice, classical_filters
 from .config import check_config
 from .data import NoiseSpec
@@ -101,14 +101,7 @@ class SeriesDenoiseTask(DenoisingTask):
         method: str = "standard",
         data: str | Sequence[str] | None = None,
     ):
-        if data is not None:
-            config = {
-                **config,
-                "data": {
-                    **config.get("data", {}),
-                    "train": [data] if isinstance(data, str) else [str(p) for p in data],
-                },
-            }
+        config = with_train_data(config, data)
         super().__init__(config)
         self.config = check_config(config)
         self.method = check_method(method)

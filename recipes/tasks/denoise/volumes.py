@@ -55,7 +55,7 @@ from ndwconv.adapters.volumes import is_physical, physical_density
 
 from ...engine import streams
 from . import metrics
-from .base import DenoisingTask, check_method
+from .base import DenoisingTask, check_method, with_train_data
 from .config import EMBEDDED_MNI, check_config, volume_paths
 from .data import NoiseSpec
 from .volume_data import VolumePatches, add_noise, check_block_shape, held_out, normalise
@@ -136,14 +136,7 @@ class VolumeDenoiseTask(DenoisingTask):
         method: str = "standard",
         data: str | Sequence[str] | None = None,
     ):
-        if data is not None:
-            config = {
-                **config,
-                "data": {
-                    **config.get("data", {}),
-                    "train": [data] if isinstance(data, str) else [str(p) for p in data],
-                },
-            }
+        config = with_train_data(config, data)
         super().__init__(config)
         self.config = check_config(config)
         self.method = check_method(method)
