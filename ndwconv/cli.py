@@ -31,7 +31,7 @@ import torch
 import ndwconv
 from ndwconv._install import install_hint
 
-__all__ = ["COMMAND_GROUP", "build_parser", "info_command", "main", "one_line"]
+__all__ = ["COMMAND_GROUP", "build_parser", "info_command", "main", "one_line", "positive_int"]
 
 COMMAND_GROUP = "ndwconv.commands"
 """Entry-point group whose callables ``register(subparsers)`` add subcommands."""
@@ -165,6 +165,22 @@ def _register_safely(
 
     sub = subparsers.add_parser(name, help=f"(unavailable: {one_line(error)})")
     sub.set_defaults(func=unavailable)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a clear usage error otherwise).
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}")
+    return value
 
 
 def one_line(err: BaseException) -> str:

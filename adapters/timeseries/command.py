@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ndwconv.cli import one_line
+from ndwconv.cli import one_line, positive_int
 
 from ..outfolder import check_out_folder, check_target, claim_input, make_folder, remove_empty
 from .netcdf import PACKING_POLICIES, filter_file, open_series
@@ -40,17 +40,6 @@ MODES = ("reflect", "constant", "nearest", "mirror", "wrap")
 
 NAN_POLICIES = ("raise", "propagate", "mask")
 """Missing-value policies of ``--nan``."""
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}")
-    return value
 
 
 def smooth_command(subparsers: argparse._SubParsersAction) -> None:
@@ -93,7 +82,7 @@ def smooth_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="kernel length in samples (default: chosen from the density)",
@@ -116,7 +105,7 @@ def smooth_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--chunks",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="samples along DIM read and written at a time (default: about 64 MiB)",

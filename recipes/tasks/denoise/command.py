@@ -84,7 +84,7 @@ from ndwconv.adapters.outfolder import (
 from ndwconv.adapters.receptive import receptive_radius
 from ndwconv.adapters.tiling import sliding_window, tile_starts
 from ndwconv.adapters.volumes import split_path
-from ndwconv.cli import one_line
+from ndwconv.cli import one_line, positive_int
 from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
@@ -101,17 +101,6 @@ _SAMPLE_VOXELS = 1 << 20
 _TILING_DEFAULTS = {"tile": 64, "overlap": 0.25, "blend": "gaussian"}
 # (model ndim, volume ndim) → walk the whole volume at once, or frame by frame (last axis)
 _WALKS = {(3, 3): "whole", (3, 4): "frames", (4, 4): "whole"}
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -178,7 +167,7 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--chunks",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="with --var: samples along DIM read and written at a time (default: about 64 "
@@ -187,7 +176,7 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--tile",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         metavar="N",
         help="tile size per axis, voxels (default: 64); not for time series",
@@ -204,7 +193,7 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         metavar="N",
         help="tiles (time series: series) per forward pass (default: 4)",
