@@ -696,6 +696,9 @@ def _fit(
         plot_curves(out / "metrics.jsonl", out / "curves.png")
     model.eval()
     if ctx.owned:
+        # every rank leaves together: a rank that tears the group down while the main one
+        # still writes its files can abort in gloo's teardown (SIGABRT, seen rarely on CPU)
+        ctx.barrier()
         dist.destroy_process_group()
     seconds = totals["train_seconds"]
     return TrainResult(
