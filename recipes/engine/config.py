@@ -48,6 +48,7 @@ __all__ = [
     "load_config",
     "parse_override",
     "steps_per_epoch",
+    "tuning_split",
     "uses_epochs",
     "validate",
 ]
@@ -160,7 +161,7 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
 
 
 ENGINE_SECTIONS = frozenset(
-    {"task", "name", "description", "source", "compare", "train", "optim", "schedule"}
+    {"task", "name", "description", "source", "compare", "train", "optim", "schedule", "tune"}
 )
 """The top-level keys of a configuration the engine reads (a task adds its own)."""
 
@@ -198,6 +199,57 @@ def check_section(
             names = " or ".join(t.__name__ for t in allowed)
             raise ValueError(f"config key {section}.{key} must be {names}, got {value!r}")
     return dict(values)
+
+
+# The [tune] table: which split a run is scored on, and the density search's settings
+
+TUNE_SCHEMA: dict[str, Any] = {
+    "split": str,
+    "holdout": float,
+    "holdout_seed": int,
+    "method": str,
+    "budget": int,
+    "steps": int,
+    "seed": int,
+    "share": str,
+    "bounds": dict,
+    "freeze_at": int,
+    "density_lr": float,
+    "density_decay": float,
+}
+"""Keys of ``[tune]``. ``split``, ``holdout`` and ``holdout_seed`` are read by every task
+(``tuning_split``); the others by the density search (``ndwconv.recipes.tune``)."""
+SPLITS = ("test", "validation")
+"""``tune.split``: what a run is scored on. ``"test"`` (the default): the task trains on
+its training data and scores its test split, as reports do. ``"validation"``: the task
+holds out the fraction ``tune.holdout`` of its *training* data (chosen with
+``tune.holdout_seed``, the same for every arm and seed), trains on the rest and scores
+the held-out part; the test split is not read at all. Everything tuned (densities,
+learning rates) is tuned on ``"validation"``."""
+TUNE_SPLIT_DEFAULTS: dict[str, Any] = {"split": "test", "holdout": 0.2, "holdout_seed": 0}
+
+
+def tuning_split(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"split", "holdout", "holdout_seed"}`` of ``config``'s ``[tune]`` table, checked,
+    with defaults (see ``SPLITS``).
+
+    Example:
+        >>> tuning_split({"tune": {"split": "validation"}})
+        {'split': 'validation', 'holdout': 0.2, 'holdout_seed': 0}
+
+    Raises:
+        ValueError: an unknown key or a value of the wrong type or out of range (named).
+    """
+    tune = check_section(config, "tune", TUNE_SCHEMA)
+    found = {key: tune.get(key, default) for key, default in TUNE_SPLIT_DEFAULTS.items()}
+    if found["split"] not in SPLITS:
+        raise ValueError(f"tune.split must be one of {', '.join(SPLITS)}, got {found['split']!r}")
+    if not 0 < found["holdout"] < 1:
+        raise ValueError(f"tune.holdout must be in (0, 1), got {found['holdout']}")
+    if found["holdout_seed"] < 0:
+        raise ValueError(f"tune.holdout_seed must be ≥ 0, got {found['holdout_seed']}")
+    found["holdout"] = float(found["holdout"])
+    return found
 
 
 # The trainer's tables: [train], [optim], [schedule]
@@ -376,6 +428,7 @@ def validate(config: Mapping[str, Any], train_size: int | None = None) -> dict[s
     Raises:
         ValueError: an unknown key, a value of the wrong type or out of range (named).
     """
+    tuning_split(config)  # every run reads [tune] split: check it with the rest
     train = {**TRAIN_DEFAULTS, **check_section(config, "train", TRAIN_SCHEMA)}
     optim = {**OPTIM_DEFAULTS, **check_section(config, "optim", OPTIM_SCHEMA)}
     schedule = {**SCHEDULE_DEFAULTS, **check_section(config, "schedule", SCHEDULE_SCHEMA)}
