@@ -25,6 +25,7 @@ from .convert import (
 )
 from .density import (
     Density,
+    DensityFile,
     FixedPhi,
     Gaussian,
     Learned,
@@ -32,8 +33,10 @@ from .density import (
     Ones,
     Table,
     as_density,
+    load_densities,
     register_density,
     registered_families,
+    save_densities,
 )
 from .modules import WeightedConv1d, WeightedConv2d, WeightedConv3d, WeightedConvNd, is_weighted
 
@@ -45,6 +48,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "ConversionReport",
     "Density",
+    "DensityFile",
     "FixedPhi",
     "Gaussian",
     "Learned",
@@ -63,8 +67,10 @@ __all__ = [
     "freeze",
     "functional",
     "is_weighted",
+    "load_densities",
     "param_groups",
     "register_density",
     "registered_families",
+    "save_densities",
     "weighted_layers",
 ]

@@ -25,7 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .density import Density, DensityLike, LearnedPhi, Ones, as_density
+from .density import (
+    Density,
+    DensityFile,
+    DensityLike,
+    LearnedPhi,
+    Ones,
+    as_density,
+    is_density_file,
+    load_densities,
+)
 from .density.bound import DensityRangeError
 from .modules import WEIGHTED_BY_PLAIN, _bind_density, _WeightedMixin, is_weighted
 
@@ -160,8 +169,10 @@ def convert(
 
     Args:
         model: the network (or a single conv layer).
-        density: a density (anything ``as_density`` takes; default ``Table.default()``) or a
-            callable ``(name, conv) -> density`` choosing one per layer (``None`` skips).
+        density: a density (anything ``as_density`` takes; default ``Table.default()``), a
+            callable ``(name, conv) -> density`` choosing one per layer (``None`` skips),
+            or a density file (its path, ``*.json``, or a ``DensityFile``: each layer gets
+            its own density there, else the shared one; see ``ndwconv.density.file``).
         where: which layers: ``None`` (all), a glob on qualified names (``"features.*"``), a
             list of globs, or a callable ``(name, conv) -> bool``.
         inplace: modify ``model`` itself instead of returning a modified deep copy.
@@ -191,6 +202,8 @@ def convert(
         >>> print(report.skipped[0].reason.split(":")[0])
         density default cannot describe this kernel
     """
+    if is_density_file(density) and not isinstance(density, DensityFile):
+        density = load_densities(density)  # type: ignore[arg-type]
     choose = density if callable(density) and not isinstance(density, type) else None
     fixed = None if choose is not None else as_density(density)
     select = _selector(where)

@@ -19,7 +19,8 @@ for fixed families, trainable parameters for ``Learned``.
 Modules, lowest first: ``profiles`` (per-axis profile arithmetic), ``spec`` (the text of
 specs: names, numbers, physical units, JSON), ``bound`` (the bound modules ``FixedPhi`` and
 ``LearnedPhi``), ``base`` (``Density``, the registry, ``as_density``) and ``families``
-(the built-in families).
+(the built-in families); ``file`` reads and writes density files (what a density
+search found, shared or per layer).
 
 Example:
     >>> d = as_density("gaussian:1.5mm")     # σ in mm: needs the voxel spacing
@@ -32,12 +33,14 @@ Example:
 from .base import Density, DensityLike, as_density, register_density, registered_families
 from .bound import FixedPhi, LearnedPhi
 from .families import Gaussian, Learned, Ones, Table
+from .file import DensityFile, is_density_file, load_densities, save_densities
 from .profiles import outer
 from .spec import UNITS
 
 __all__ = [
     "UNITS",
     "Density",
+    "DensityFile",
     "DensityLike",
     "FixedPhi",
     "Gaussian",
@@ -46,7 +49,10 @@ __all__ = [
     "Ones",
     "Table",
     "as_density",
+    "is_density_file",
+    "load_densities",
     "outer",
     "register_density",
     "registered_families",
+    "save_densities",
 ]

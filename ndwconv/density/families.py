@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -110,6 +111,35 @@ class Table(Density):
     def default(cls) -> Table:
         """The reference values ``{3: [0.7], 5: [0.2, 0.8], 7: [0.25, 0.15, 0.55]}``."""
         return cls({k: list(v) for k, v in cls.DEFAULT.items()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], layer: str | None = None) -> Table:
+        """The table a density file holds: its shared one, or ``layer``'s (its own, else
+        the shared one). Per-layer files as a whole go to ``ndwconv.convert(model, path)``
+        or ``ndwconv.load_densities``.
+
+        Raises:
+            FileNotFoundError, ValueError: no such file, or not a density file.
+            KeyError: ``layer`` has no density there and there is no shared one.
+            TypeError: the density there is not a ``Table`` (e.g. a Gaussian).
+        """
+        from .file import load_densities  # file imports this module's siblings
+
+        found = load_densities(path)
+        density = found.shared if layer is None else found(layer)
+        if density is None:
+            listed = ", ".join(repr(n) for n in found.layers)
+            raise KeyError(
+                f"density file {str(path)!r} has no shared density"
+                + ("" if layer is None else f" and none for layer {layer!r}")
+                + f"; it has layers {listed} (pass layer=…, or ndwconv.convert(model, path))"
+            )
+        if not isinstance(density, Table):
+            raise TypeError(
+                f"density file {str(path)!r} holds a {density.family!r} density there, not a "
+                "table; use ndwconv.load_densities"
+            )
+        return density
 
     def half_profile(self, size: int, axis: int, ndim: int) -> tuple[float, ...]:
         """The ``size // 2`` values (outermost first) this table gives one axis."""

@@ -27,13 +27,13 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 import ndwconv
-from ndwconv.density import Ones
+from ndwconv.density import DensityFile, Ones, is_density_file, load_densities
 
 from .dncnn import DnCNN
 from .layers import BatchNormNd, batch_norm, conv_type
@@ -143,7 +143,9 @@ def make_weighted(model: nn.Module, density: Any) -> nn.Module:
 
     Args:
         model: a recipe model (e.g. from ``build_model``).
-        density: anything ``ndwconv.as_density`` takes.
+        density: anything ``ndwconv.as_density`` takes, or a density file (a path to its
+            JSON, a ``DensityFile`` or its document, as ``DensityFile.to_dict`` gives): each
+            layer gets its own density there, else the shared one.
 
     Returns:
         ``model`` itself.
@@ -153,9 +155,28 @@ def make_weighted(model: nn.Module, density: Any) -> nn.Module:
         >>> sorted({str(layer.density) for _, layer in ndwconv.weighted_layers(net)})
         ['table:0.5']
     """
-    family = ndwconv.as_density(density)
-    ndwconv.convert(model, family, where=odd_kernel_convs, inplace=True, strict=True)
+    if isinstance(density, Mapping) and "format" in density:  # a density file's document
+        density = DensityFile.from_dict(density)
+    if is_density_file(density):
+        found = density if isinstance(density, DensityFile) else load_densities(density)
+        _, report = ndwconv.convert(
+            model, found, where=odd_kernel_convs, inplace=True, strict=True, return_report=True
+        )
+        missing = [r.name for r in report.skipped if r.reason == "density callable returned None"]
+        if missing:
+            raise ValueError(
+                f"density file {str(found.path or '')!r} has no shared density and none for "
+                f"layer(s) {', '.join(map(repr, missing))}"
+            )
+        choose = found
+    else:
+        family = ndwconv.as_density(density)
+        ndwconv.convert(model, family, where=odd_kernel_convs, inplace=True, strict=True)
+        choose = lambda name, layer: family  # noqa: E731
     for name, layer in ndwconv.weighted_layers(model):
         if isinstance(layer.density, Ones) and odd_kernel_convs(name, layer):
-            layer.set_density(family)
+            chosen = choose(name, layer)
+            if chosen is None:
+                raise ValueError(f"the density file gives layer {name!r} no density")
+            layer.set_density(chosen)
     return model
