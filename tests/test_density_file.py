@@ -67,7 +67,7 @@ def test_table_load(tmp_path):
     assert Table.load(path, layer="other") == Table({3: [0.75]})
     only_layers = tmp_path / "l.json"
     save_densities(only_layers, layers={"x": Table([0.2])})
-    with pytest.raises(KeyError, match="no shared density.*'x'"):
+    with pytest.raises(KeyError, match=r"no shared density.*'x'"):
         Table.load(only_layers)
     gaussian = tmp_path / "g.json"
     save_densities(gaussian, shared=Gaussian(1.0))
