@@ -58,13 +58,14 @@ import os
 import re
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ndwconv.density import UNITS, Density, as_density
+from ndwconv.density import UNITS, Density, as_density, is_density_file
 
 from .atomic import atomic_write, scratch_file
 from .convert import to_dtype
@@ -84,6 +85,8 @@ def is_physical(density: Any) -> bool:
     Raises:
         TypeError, ValueError: for a density ``ndwconv.as_density`` cannot read.
     """
+    if is_density_file(density) or (isinstance(density, Mapping) and "format" in density):
+        return False  # density files hold densities in voxels
     unit = as_density(density).unit
     return unit is not None and UNITS[unit][0] == "mm"
 

@@ -300,6 +300,7 @@ OPTIM_SCHEMA: dict[str, Any] = {
     "momentum": float,
     "nesterov": bool,
     "density_lr": float,
+    "density_weight_decay": float,
 }
 OPTIM_DEFAULTS: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
 SCHEDULE_SCHEMA: dict[str, Any] = {
@@ -474,7 +475,14 @@ def validate(config: Mapping[str, Any], train_size: int | None = None) -> dict[s
         raise ValueError("optim.momentum and optim.nesterov apply to optim.name = 'sgd' only")
     if optim["name"] == "sgd" and "betas" in optim:
         raise ValueError("optim.betas applies to adam and adamw, not sgd")
-    for key, low in (("eps", 0.0), ("momentum", 0.0), ("density_lr", 0.0)):
+    if "density_weight_decay" in optim and "density_lr" not in optim:
+        raise ValueError("optim.density_weight_decay needs optim.density_lr (its group)")
+    for key, low in (
+        ("eps", 0.0),
+        ("momentum", 0.0),
+        ("density_lr", 0.0),
+        ("density_weight_decay", 0.0),
+    ):
         if key in optim and not (optim[key] >= low and math.isfinite(optim[key])):
             raise ValueError(f"optim.{key} must be a finite number ≥ {low:g}, got {optim[key]}")
     if not (schedule["min_lr"] >= 0 and math.isfinite(schedule["min_lr"])):

@@ -201,7 +201,12 @@ class _StepBatches(torch.utils.data.Sampler):
 def _optimizer(model: nn.Module, optim: Mapping[str, Any]) -> torch.optim.Optimizer:
     options: dict[str, Any] = {"lr": optim["lr"], "weight_decay": optim["weight_decay"]}
     if "density_lr" in optim:
-        params: Any = ndwconv.param_groups(model, density_lr=optim["density_lr"])
+        # learned densities are log-parametrised: decay pulls them toward 1 (neutral)
+        params: Any = ndwconv.param_groups(
+            model,
+            density_lr=optim["density_lr"],
+            weight_decay=optim.get("density_weight_decay", 0.0),
+        )
     else:
         params = model.parameters()
     if optim["name"] == "sgd":

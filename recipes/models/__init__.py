@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,8 +58,10 @@ __all__ = [
     "build_model",
     "conv_type",
     "count_parameters",
+    "density_description",
     "make_weighted",
     "odd_kernel_convs",
+    "read_density",
     "receptive_radius",
 ]
 
@@ -129,6 +132,44 @@ def odd_kernel_convs(name: str, module: nn.Module) -> bool:
         return False
     sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
     return all(k % 2 == 1 for k in sizes) and any(k > 1 for k in sizes)
+
+
+def read_density(density: Any) -> Any:
+    """What a ``[weighted] density`` names, read and checked: a ``Density`` for a spec, a
+    ``DensityFile`` for a density file (its path, or its document as a checkpoint's
+    description embeds it; its densities must be in samples/pixels/voxels, so
+    ``getattr(result, "unit", None)`` is the unit of either).
+
+    Raises:
+        ValueError, TypeError: a bad spec, a file that is not a density file, or a file
+            holding a density in physical units.
+    """
+    if isinstance(density, Mapping) and "format" in density:
+        found = DensityFile.from_dict(density)
+    elif is_density_file(density):
+        found = density if isinstance(density, DensityFile) else load_densities(density)
+    else:
+        return ndwconv.as_density(density)
+    for name, family in [("shared", found.shared), *found.layers.items()]:
+        if family is not None and family.unit is not None:
+            raise ValueError(
+                f"density file {str(found.path or '')!r}: {name} density {family} is in "
+                f"{family.unit}; density files hold densities in samples/pixels/voxels"
+            )
+    return found
+
+
+def density_description(density: Any) -> Any:
+    """``density`` as a checkpoint's description records it: a density file's path is
+    replaced by the file's document, so that the checkpoint rebuilds without the file.
+
+    Example:
+        >>> density_description("table:0.7")
+        'table:0.7'
+    """
+    if isinstance(density, (str, os.PathLike)) and is_density_file(density):
+        return load_densities(density).to_dict()
+    return density
 
 
 def make_weighted(model: nn.Module, density: Any) -> nn.Module:

@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import ndwconv
-
 from ...engine.config import check_section, check_sections
 from ...engine.task import METHODS, Metric, loss_by_name
 from ...models import build_model as build_registered
-from ...models import make_weighted
+from ...models import density_description, make_weighted, read_density
 from .data import DATASET_SHAPES, DATASETS, Split, TrainSamples, load_split
 from .metrics import classification_scores
 
@@ -115,8 +113,8 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(f"eval.curve_samples must be ≥ 0, got {evals['curve_samples']}")
     loss_by_name(config.get("train", {}).get("loss", "cross_entropy"), LOSS_NAMES)
     weighted = {"density": "default", **check_section(config, "weighted", WEIGHTED_SCHEMA)}
-    family = ndwconv.as_density(weighted["density"])  # fails early on a bad spec
-    if family.unit is not None:
+    family = read_density(weighted["density"])  # fails early on a bad spec or file
+    if getattr(family, "unit", None) is not None:
         raise ValueError(
             f"weighted.density {weighted['density']!r} is given in {family.unit}; the "
             "classification recipes take distances in samples/pixels (e.g. 'gaussian:1.2')"
@@ -179,7 +177,11 @@ def model_from_description(description: Mapping[str, Any]) -> nn.Module:
     if not isinstance(model.get("name"), str):
         raise ValueError(f"model.name must be a model name, got {model.get('name')!r}")
     if density is not None and not isinstance(density, str):
-        raise ValueError(f"density must be a density spec string, got {density!r}")
+        if not (isinstance(density, dict) and "format" in density):
+            raise ValueError(
+                f"density must be a density spec string or a density file's document, "
+                f"got {density!r}"
+            )
     for key, bound in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS)):
         value = model.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= bound:
@@ -281,7 +283,7 @@ class ClassifyTask:
         return {
             "method": self.method,
             "model": dict(self.model_table),
-            "density": density,
+            "density": density_description(density),
             "data": data,
             "classes": list(self.split.classes),
         }

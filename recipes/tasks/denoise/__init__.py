@@ -175,7 +175,11 @@ def model_from_description(description: Mapping[str, Any]) -> nn.Module:
     if not isinstance(model.get("name"), str):
         raise ValueError(f"model.name must be a model name, got {model.get('name')!r}")
     if density is not None and not isinstance(density, str):
-        raise ValueError(f"density must be a density spec string, got {density!r}")
+        if not (isinstance(density, dict) and "format" in density):
+            raise ValueError(
+                f"density must be a density spec string or a density file's document, "
+                f"got {density!r}"
+            )
     if "channels" not in model and not model.get("ndim", 2) >= 3:
         data = description.get("data", {})
         model["channels"] = data.get("channels", 1) if isinstance(data, dict) else 1

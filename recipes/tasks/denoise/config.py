@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import ndwconv
 from ndwconv.adapters.volumes import physical_density
 
 from ...engine.config import check_section, check_sections
 from ...engine.task import loss_by_name
+from ...models import read_density
 from .base import LOSS_NAMES
 from .data import NoiseSpec
 from .series_data import EMBEDDED_MITDB
@@ -226,8 +226,8 @@ def check_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(f"eval.tile ({evals['tile']}) must exceed eval.overlap")
     loss_by_name(config.get("train", {}).get("loss", "mse"), LOSS_NAMES)
     weighted = {"density": "default", **check_section(config, "weighted", WEIGHTED_SCHEMA)}
-    family = ndwconv.as_density(weighted["density"])  # fails early on a bad spec
-    if family.unit is not None:
+    family = read_density(weighted["density"])  # fails early on a bad spec or file
+    if getattr(family, "unit", None) is not None:
         if not volume:
             raise ValueError(
                 f"weighted.density {weighted['density']!r} is given in {family.unit}; "

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...models import density_description
 from . import data as data_mod
 from . import metrics
 from .base import DenoisingTask, check_method
@@ -140,7 +141,7 @@ class DenoiseTask(DenoisingTask):
         return {
             "method": self.method,
             "model": self.model_config(),
-            "density": self.density(),
+            "density": density_description(self.density()),
             "data": {**self.config["data"], **self.sources},
             "noise": self.config["noise"],
         }

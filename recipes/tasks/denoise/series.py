@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ...engine import streams
+from ...models import density_description
 from .base import DenoisingTask, check_method, with_train_data
 from .classical import FilterChoice, classical_filters
 from .config import check_config
@@ -195,7 +196,7 @@ class SeriesDenoiseTask(DenoisingTask):
         return {
             "method": self.method,
             "model": self.model_config(),
-            "density": self.density(),
+            "density": density_description(self.density()),
             "data": {
                 **self.config["data"],
                 "channels": 1,

@@ -54,6 +54,7 @@ from torch import nn
 from ndwconv.adapters.volumes import is_physical, physical_density
 
 from ...engine import streams
+from ...models import density_description
 from . import metrics
 from .base import DenoisingTask, check_method, with_train_data
 from .config import EMBEDDED_MNI, check_config, volume_paths
@@ -255,7 +256,7 @@ class VolumeDenoiseTask(DenoisingTask):
         return {
             "method": self.method,
             "model": self.model_config(),
-            "density": self._density,
+            "density": density_description(self._density),
             "data": {
                 **self.config["data"],
                 "channels": 1,
