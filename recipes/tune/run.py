@@ -488,6 +488,17 @@ def _bar(found: Mapping[str, Any], progress: bool, done: int) -> Any:
     return progress_bar(total=total, initial=min(done, total), desc=f"tune {found['method']}")
 
 
+def _half_profiles(table: Any) -> list[tuple[str, list[float]]]:
+    """``(label, outer values)`` of each profile a table holds (by size, per axis, or one
+    for every axis)."""
+    if getattr(table, "by_size", None):
+        return [(f"k={k}", list(v)) for k, v in table.by_size.items()]
+    if getattr(table, "per_axis", None):
+        return [(f"axis {i}", list(v)) for i, v in enumerate(table.per_axis) if v]
+    values = getattr(table, "values", None)
+    return [(f"k={2 * len(values) + 1}", list(values))] if values else []
+
+
 def plot_search(
     records: Sequence[Mapping[str, Any]], densities: DensityFile, metric: Any, png: Path
 ) -> Path | None:
@@ -518,11 +529,10 @@ def plot_search(
     if densities.shared is not None:
         tables = {"shared": densities.shared, **tables}
     for name, table in tables.items():
-        sizes = getattr(table, "by_size", None) or {}
-        for size, half in sizes.items():
+        for what, half in _half_profiles(table):
             profile = [*half, 1.0, *reversed(half)]
-            offsets = [i - size // 2 for i in range(size)]
-            label = f"{name}, k={size}" if len(tables) <= 8 else None
+            offsets = [i - len(half) for i in range(len(profile))]
+            label = f"{name}, {what}" if len(tables) <= 8 else None
             right.plot(offsets, profile, marker="o", ms=3, alpha=0.8, label=label)
     right.axhline(1.0, color="grey", lw=0.8, ls="--")
     right.set(xlabel="tap offset from the centre", ylabel="density", title="profiles found")
