@@ -171,14 +171,22 @@ class PhiTask:
         return {"method": self.method, "model": {"name": "phi"}, "density": density}
 
 
-PHI = TaskEntry(
+def phi_from_config(config, method):
+    return build_phi_model(method, config["weighted"]["density"])
+
+
+def phi_from_description(description):
+    return build_phi_model(description["method"], description["density"])
+
+
+PHI = TaskEntry(  # module-level functions only: worker processes receive it pickled
     name="phi",
     help="regression onto targets made with a known density",
     metrics=(Metric("mse", "MSE", higher_is_better=False, digits=5),),
     make=PhiTask,
     check_config=tuning_split,
-    build_model=lambda config, method: build_phi_model(method, config["weighted"]["density"]),
-    model_from_description=lambda d: build_phi_model(d["method"], d["density"]),
+    build_model=phi_from_config,
+    model_from_description=phi_from_description,
 )
 
 
@@ -294,6 +302,16 @@ def test_a_log_of_other_settings_is_refused(tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_workers_evaluate_the_same_points_to_the_same_result(tmp_path):
+    one = tune(PHI, phi_config(), tmp_path / "a.json", method="line", budget=7, progress=False)
+    two = tune(
+        PHI, phi_config(), tmp_path / "b.json", method="line", budget=7, workers=2, progress=False
+    )
+    assert [r["point"] for r in two.evaluations] == [r["point"] for r in one.evaluations]
+    assert [r["objective"] for r in two.evaluations] == [r["objective"] for r in one.evaluations]
+    assert two.densities.shared == one.densities.shared
 
 
 def test_the_test_split_never_changes_the_search(tmp_path):

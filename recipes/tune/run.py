@@ -162,18 +162,16 @@ def _score(metrics: Mapping[str, float], metric: Any) -> float:
 
 
 def _train_one(
-    entry_name: str,
+    entry: Any,
     cfg: dict[str, Any],
     data: Sequence[str] | None,
     run_dir: str,
     threads: int,
 ) -> dict[str, Any]:
     """One evaluation in a worker process: train and score (a module-level function so
-    that a spawned process can run it)."""
-    from ..tasks import get_task
-
+    that a spawned process can run it; ``entry`` is pickled, which a ``TaskEntry`` made of
+    module-level functions, as the built-in ones are, allows)."""
     torch.set_num_threads(threads)
-    entry = get_task(entry_name)
     task = entry.make(cfg, "weighted", data)
     result = fit(task, cfg, run_dir, progress=False, description="evaluation")
     return {"metrics": dict(result.metrics), "steps": result.step, "seconds": result.train_seconds}
@@ -198,6 +196,13 @@ class _Evaluator:
         self.space, self.found, self.log, self.workers = space, found, log, workers
         self.metric = _primary(entry, config)
         self.progress = progress
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
     def _prepare(self, point: Sequence[float], ahead: int = 0) -> tuple[dict[str, Any], Path]:
         """The configuration and the fresh folder of the evaluation ``ahead`` places after
@@ -249,13 +254,14 @@ class _Evaluator:
         todo = [p for p in points if self.log.get(p) is None]
         prepared = [(p, *self._prepare(p, ahead)) for ahead, p in enumerate(todo)]
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_train_one, self.entry.name, cfg, self.data, str(run_dir), threads)
-                for _, cfg, run_dir in prepared
-            ]
-            outcomes = [f.result() for f in futures]
+        if self.pool is None:  # one pool for the whole search: processes start once
+            context = multiprocessing.get_context("spawn")
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        futures = [
+            self.pool.submit(_train_one, self.entry, cfg, self.data, str(run_dir), threads)
+            for _, cfg, run_dir in prepared
+        ]
+        outcomes = [f.result() for f in futures]
         for (p, _, run_dir), outcome in zip(prepared, outcomes, strict=True):
             self._record(p, outcome, run_dir)
         return [float(self.log.get(p)["objective"]) for p in points]  # type: ignore[index]
@@ -358,6 +364,7 @@ def tune(
             steps per evaluation), ``tune.share`` (``kernel-size`` or ``layer``).
         workers: evaluations run at once in separate processes (``line`` evaluates both
             neighbours of a value together; ``direct-l`` asks for one point at a time).
+            The task's entry is pickled to them: its functions must be module-level.
         resume: continue the search logged in ``runs`` (without it, a ``runs`` holding a
             log is an error).
         progress: a progress bar over evaluations.
@@ -419,17 +426,20 @@ def tune(
                 densities, value = _learn_freeze(entry, config, data, runs, found, log)
             else:
                 evaluator = _Evaluator(entry, config, data, runs, space, found, log, workers, bar)
-                if found["method"] == "direct-l":
-                    best = direct_l(evaluator, space.lower, space.upper, found["budget"])
-                else:
-                    best = line_search(
-                        evaluator,
-                        space.lower,
-                        space.upper,
-                        found["budget"],
-                        start=space.neutral(),
-                        evaluate_many=evaluator.many,
-                    )
+                try:
+                    if found["method"] == "direct-l":
+                        best = direct_l(evaluator, space.lower, space.upper, found["budget"])
+                    else:
+                        best = line_search(
+                            evaluator,
+                            space.lower,
+                            space.upper,
+                            found["budget"],
+                            start=space.neutral(),
+                            evaluate_many=evaluator.many,
+                        )
+                finally:
+                    evaluator.close()
                 densities, value = space.densities(best.point), best.value
         finally:
             if bar is not None:
