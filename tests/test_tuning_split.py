@@ -475,6 +475,34 @@ def test_classify_validation_scores_never_touch_the_test_split(datasets, tmp_pat
     assert tested != scores["clean"]
 
 
+def test_builtin_kinds_do_not_read_their_test_files(datasets, tmp_path, monkeypatch):
+    import sys
+
+    from test_classify_task import FakeCifar, FakeSeries
+
+    cifar, series = FakeCifar(), FakeSeries(tmp_path)
+    monkeypatch.setitem(sys.modules, "ndwconv.recipes.tasks.classify.cifar", cifar)
+    monkeypatch.setitem(sys.modules, "ndwconv.recipes.tasks.classify.series", series)
+    cfg = _classify_config("cifar100", holdout=0.2)
+    cfg["model"] = {"name": "tiny_split", "num_classes": 2}
+    task = ClassifyTask(cfg, "standard", [str(tmp_path)])
+    assert [split for _, split, _ in cifar.calls] == ["train"]
+    # 4 images, labels 0 1 0 1: one of each class held out, one kept
+    assert task.train_size == 2 and sorted(task.split.test_y.tolist()) == [0, 1]
+    cfg = _classify_config("mnist1d", holdout=0.2)
+    cfg["model"] = {"name": "tiny_split", "num_classes": 10}
+    task = ClassifyTask(cfg, "standard")
+    assert series.calls == [("mnist1d", 42, "train")]
+    # 4000 series, 400 per class: 80 of each held out
+    assert task.train_size == 3200 and np.bincount(task.split.test_y).tolist() == [80] * 10
+    assert task.split.test_x.max() < 4000 * 40  # training series only (values count up)
+    cfg = _classify_config("ucr")
+    cfg["model"] = {"name": "tiny_split", "num_classes": 3}
+    task = ClassifyTask(cfg, "standard")
+    assert [c[-1] for c in series.calls[1:]] == ["ArrowHead", "train"]
+    assert task.train_size == 3 and sorted(task.split.test_y.tolist()) == [0, 1, 2]
+
+
 # --------------------------------------------------------------------------- bad values
 
 
