@@ -503,6 +503,29 @@ def test_builtin_kinds_do_not_read_their_test_files(datasets, tmp_path, monkeypa
     assert task.train_size == 3 and sorted(task.split.test_y.tolist()) == [0, 1, 2]
 
 
+def test_resume_refuses_another_split_and_accepts_descriptions_without_one(datasets, tmp_path):
+    import json
+
+    cfg = _classify_config("clean", split="test")
+    fit(ClassifyTask(cfg, "standard"), cfg, tmp_path, progress=False)
+    (sidecar,) = sorted((tmp_path / "checkpoints").glob("*.json"))
+    record = json.loads(sidecar.read_text("utf-8"))
+    assert record["description"]["split"] == "test"
+    longer = copy.deepcopy(cfg)
+    longer["train"]["steps"] = 8
+    validating = copy.deepcopy(longer)
+    validating["tune"] = {"split": "validation"}
+    with pytest.raises(ValueError, match="split: 'test' → 'validation'"):
+        fit(ClassifyTask(validating, "standard"), validating, tmp_path, resume=True, progress=False)
+    # a checkpoint written before descriptions recorded the split was scored on the test
+    del record["description"]["split"]
+    sidecar.write_text(json.dumps(record), "utf-8")
+    assert (
+        fit(ClassifyTask(longer, "standard"), longer, tmp_path, resume=True, progress=False).step
+        == 8
+    )
+
+
 # --------------------------------------------------------------------------- bad values
 
 
