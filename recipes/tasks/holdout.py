@@ -36,6 +36,7 @@ __all__ = [
     "choose_holdout",
     "holdout_count",
     "is_validation",
+    "scored_split_line",
     "split_record",
     "stratified_holdout",
     "tuning_split",
@@ -129,3 +130,23 @@ def split_record(config: Mapping[str, Any]) -> dict[str, Any]:
         "tune_holdout": found["holdout"],
         "tune_holdout_seed": found["holdout_seed"],
     }
+
+
+def scored_split_line(config: Mapping[str, Any]) -> str:
+    """One sentence for a report's header saying which split its scores are on.
+
+    Example:
+        >>> scored_split_line({})
+        'Scores on the test split.'
+        >>> scored_split_line({"tune": {"split": "validation"}})  # doctest: +NORMALIZE_WHITESPACE
+        'Scores on the validation split (tune.split): 20 % of the training data held out
+        (tune.holdout_seed 0), not the test split, which was not read.'
+    """
+    found = tuning_split(config)
+    if found["split"] != "validation":
+        return "Scores on the test split."
+    return (
+        f"Scores on the validation split (tune.split): {100 * found['holdout']:g} % of the "
+        f"training data held out (tune.holdout_seed {found['holdout_seed']}), not the test "
+        "split, which was not read."
+    )
