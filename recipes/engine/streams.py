@@ -28,6 +28,7 @@ STREAMS: dict[str, int | None] = {
     "classify_augment": 5,  # (seed, index, 5): a classification sample's augmentation
     "series_validation": 6,  # (eval seed, series index, 6): a held-out part's noise
     "series_filters": 7,  # (eval seed, series index, 7): the noisy training part filters fit on
+    "tune_holdout": 8,  # (tune.holdout_seed, n[, class], 8): the items held out for tuning
 }
 """Stream name → the word appended to the seed words (``None``: nothing appended)."""
 

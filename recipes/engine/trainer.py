@@ -279,13 +279,20 @@ def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
     return diffs
 
 
+DESCRIPTION_DEFAULTS: dict[str, Any] = {"split": "test"}
+"""Description keys added after checkpoints were first written, with the value a
+description without them means (``split``: the split scored, see ``tuning_split``)."""
+
+
 def _description_differences(
     sidecar: Mapping[str, Any], task: str, description: Mapping[str, Any]
 ) -> list[str]:
     """What differs in the task's own description (method, model, data, noise, …)."""
     if sidecar.get("task") != task:
         return [f"task: {sidecar.get('task')!r} → {task!r}"]
-    old = sidecar.get("description", {})
+    # a description written before a key existed resumes as that key's default
+    old = {**DESCRIPTION_DEFAULTS, **sidecar.get("description", {})}
+    description = {**DESCRIPTION_DEFAULTS, **description}
     return [
         f"{key}: {old.get(key)!r} → {description.get(key)!r}"
         for key in sorted(set(old) | set(description))

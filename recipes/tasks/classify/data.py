@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ...engine.streams import generator
+from ..holdout import stratified_holdout
 
 __all__ = [
     "DATASETS",
@@ -59,6 +61,8 @@ class Split:
         train_x, test_x: ``(N, C, *spatial)`` arrays (any numeric dtype; ``prepare`` turns
             a batch of them into float32 model inputs).
         train_y, test_y: ``(N,)`` int64 labels in ``0 … len(classes) − 1``.
+            ``test_x`` and ``test_y`` are both ``None`` when the loader was asked for the
+            training split only (``load_split(…, test=False)``).
         classes: class names.
         prepare: ``prepare(batch tensor) -> float32 tensor`` (default: a float32 cast).
         augment: ``augment(batch tensor, generator) -> tensor``, applied to training samples
@@ -68,15 +72,18 @@ class Split:
 
     train_x: np.ndarray
     train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
     classes: list[str]
     prepare: Callable[[Tensor], Tensor] | None = None
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
-        for part in ("train", "test"):
+        parts = ("train", "test")
+        if self.test_x is None and self.test_y is None:
+            parts = ("train",)  # the training split only
+        for part in parts:
             x, y = getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
             if not isinstance(x, np.ndarray) or x.ndim < 3:
                 raise ValueError(f"{part}_x must be an (N, C, ...) array, got {np.shape(x)}")
@@ -94,7 +101,7 @@ class Split:
                     f"({len(self.classes)} classes)"
                 )
             setattr(self, f"{part}_y", y.astype(np.int64))
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+        if self.test_x is not None and self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(
                 f"training and test samples differ in shape: {self.train_x.shape[1:]} and "
                 f"{self.test_x.shape[1:]}"
@@ -112,15 +119,42 @@ class Split:
     def spatial_dims(self) -> int:
         return self.train_x.ndim - 2
 
+    def held_out(self, fraction: float, seed: int) -> Split:
+        """A split that trains on part of this one's training samples and scores the rest:
+        a stratified hold-out (``ndwconv.recipes.tasks.holdout.stratified_holdout``) of
+        ``fraction`` of each class, chosen by ``seed``, replaces the test split, which is
+        dropped (``tune.split = "validation"``). Arrays are copies; ``self`` is unchanged.
+
+        Example:
+            >>> x = np.arange(10, dtype=np.float32).reshape(10, 1, 1)
+            >>> y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+            >>> part = Split(x, y, None, None, ["a", "b"]).held_out(0.2, seed=0)
+            >>> len(part.train_y), part.test_y.tolist()
+            (8, [0, 1])
+        """
+        held = stratified_holdout(self.train_y, fraction, seed)
+        kept = np.setdiff1d(np.arange(len(self.train_y)), held)
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[kept],
+            train_y=self.train_y[kept],
+            test_x=self.train_x[held],
+            test_y=self.train_y[held],
+            description=f"{self.description}; scored on {len(held)} training samples held "
+            f"out for validation (tune.holdout {fraction:g}, seed {seed}), not its test split",
+        )
+
     def inputs(self, batch: np.ndarray | Tensor) -> Tensor:
         """Model inputs (float32) of a batch of raw samples."""
         tensor = torch.as_tensor(batch)
         return self.prepare(tensor) if self.prepare is not None else tensor.float()
 
 
-Loader = Callable[[Mapping[str, Any], "Path | None"], Split]
+Loader = Callable[..., Split]
 DATASETS: dict[str, Loader] = {}
-"""Dataset kinds by name: ``loader(data_table, folder_or_None) -> Split``."""
+"""Dataset kinds by name: ``loader(data_table, folder_or_None) -> Split``. A loader that
+takes a keyword ``test`` is called with ``test=False`` when only the training split is
+needed (``tune.split = "validation"``) and then returns a split without test arrays."""
 
 DATASET_SHAPES: dict[str, Callable[[Mapping[str, Any]], tuple[int, int | None]]] = {}
 """``(in_channels, num_classes or None)`` of a kind, known without reading its data."""
@@ -147,12 +181,20 @@ def unregister_dataset(name: str) -> None:
     DATASET_SHAPES.pop(name, None)
 
 
-def load_split(data: Mapping[str, Any], folder: Path | None) -> Split:
-    """The ``Split`` of a checked ``[data]`` table (``folder``: what ``--data`` gave)."""
+def load_split(data: Mapping[str, Any], folder: Path | None, test: bool = True) -> Split:
+    """The ``Split`` of a checked ``[data]`` table (``folder``: what ``--data`` gave).
+
+    With ``test`` false the loader is asked not to read the test split, where it can (it
+    takes a ``test`` keyword: the built-in kinds do); a loader that cannot still returns
+    one, which the caller then must not use."""
     kind = data["dataset"]
     if kind not in DATASETS:
         raise ValueError(f"data.dataset must be one of {', '.join(sorted(DATASETS))}, got {kind!r}")
-    split = DATASETS[kind](data, folder)
+    loader = DATASETS[kind]
+    if not test and "test" in inspect.signature(loader).parameters:
+        split = loader(data, folder, test=False)
+    else:
+        split = loader(data, folder)
     if not isinstance(split, Split):
         raise TypeError(f"the loader of data.dataset {kind!r} returned {type(split).__name__}")
     return split
@@ -179,18 +221,18 @@ def _source(data: Mapping[str, Any], folder: Path | None, kind: str, example: st
     )
 
 
-def _cifar100(data: Mapping[str, Any], folder: Path | None) -> Split:
+def _cifar100(data: Mapping[str, Any], folder: Path | None, test: bool = True) -> Split:
     cifar = _module("cifar")
     source = _source(data, folder, "cifar100", "~/data/cifar-100-python")
     labels = data.get("labels", "fine")
     train = cifar.load_cifar100(source, split="train", labels=labels)
-    test = cifar.load_cifar100(source, split="test", labels=labels)
+    tested = cifar.load_cifar100(source, split="test", labels=labels) if test else None
     augment = cifar.augment if data.get("augment", True) else None  # picklable: workers
     return Split(
         train.images,
         train.labels,
-        test.images,
-        test.labels,
+        None if tested is None else tested.images,
+        None if tested is None else tested.labels,
         list(train.classes),
         prepare=cifar.normalise,
         augment=augment,
@@ -198,7 +240,7 @@ def _cifar100(data: Mapping[str, Any], folder: Path | None) -> Split:
     )
 
 
-def _mnist1d(data: Mapping[str, Any], folder: Path | None) -> Split:
+def _mnist1d(data: Mapping[str, Any], folder: Path | None, test: bool = True) -> Split:
     if folder is not None:
         raise ValueError(
             "data.dataset 'mnist1d' is generated, not read: drop --data (data.seed chooses "
@@ -207,18 +249,18 @@ def _mnist1d(data: Mapping[str, Any], folder: Path | None) -> Split:
     series = _module("series")
     options = {"seed": data["seed"]} if "seed" in data else {}
     train = series.mnist1d(split="train", **options)
-    test = series.mnist1d(split="test", **options)
+    tested = series.mnist1d(split="test", **options) if test else None
     return Split(
         train.x,
         train.y,
-        test.x,
-        test.y,
+        None if tested is None else tested.x,
+        None if tested is None else tested.y,
         list(train.classes),
         description="MNIST-1D (the mnist1d package's generator, offline)",
     )
 
 
-def _ucr(data: Mapping[str, Any], folder: Path | None) -> Split:
+def _ucr(data: Mapping[str, Any], folder: Path | None, test: bool = True) -> Split:
     series = _module("series")
     name = data.get("name", "ArrowHead")
     if folder is None:
@@ -226,15 +268,16 @@ def _ucr(data: Mapping[str, Any], folder: Path | None) -> Split:
     else:
         where = folder / name if (folder / name).is_dir() else folder
     train = series.load_ucr(where, "train")
-    test = series.load_ucr(where, "test")
-    train_x, test_x = train.x, test.x
-    if data.get("znormalise", True):
-        train_x, test_x = series.znormalise(train_x), series.znormalise(test_x)
+    tested = series.load_ucr(where, "test") if test else None
+    train_x, test_x = train.x, None if tested is None else tested.x
+    if data.get("znormalise", True):  # per series: no statistic is shared across samples
+        train_x = series.znormalise(train_x)
+        test_x = None if test_x is None else series.znormalise(test_x)
     return Split(
         np.asarray(train_x, dtype=np.float32),
         train.y,
-        np.asarray(test_x, dtype=np.float32),
-        test.y,
+        None if test_x is None else np.asarray(test_x, dtype=np.float32),
+        None if tested is None else tested.y,
         list(train.classes),
         description=f"UCR {name} from {str(where)!r}"
         + (", each series z-normalised" if data.get("znormalise", True) else ""),

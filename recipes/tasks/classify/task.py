@@ -15,7 +15,11 @@ The loss is cross-entropy (``train.loss``; ``train.label_smoothing`` optional). 
 weighted model is the standard one made weighted by ``make_weighted`` (every odd-kernel,
 non-pointwise convolution), after it is built under the run's seed, so both arms start
 from the same weights. Evaluation is on the data's test split, as the CIFAR and UCR
-literature reports it; there is no separate validation split.
+literature reports it. With ``tune.split = "validation"`` (what every tuning uses) a
+stratified hold-out of the *training* samples (``tune.holdout`` of each class, chosen by
+``tune.holdout_seed``) is scored instead, the model trains on the rest, and the test
+split is not read (``data.Split.held_out``); CIFAR-100's fixed normalisation constants
+are the published ones of its whole training split.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ...engine.config import check_section, check_sections
 from ...engine.task import METHODS, Metric, loss_by_name
 from ...models import build_model as build_registered
 from ...models import density_description, make_weighted, read_density
+from ..holdout import split_record, tuning_split
 from .data import DATASET_SHAPES, DATASETS, Split, TrainSamples, load_split
 from .metrics import classification_scores
 
@@ -215,7 +220,16 @@ class ClassifyTask:
         self.config, self.method, self.tables = dict(config), method, tables
         train = config.get("train", {})
         self.smoothing = float(train.get("label_smoothing", 0.0))
-        self.split: Split = load_split(tables["data"], _folder(data))
+        tuning = tuning_split(config)
+        self.split_record = split_record(config)
+        self.split: Split
+        if tuning["split"] == "validation":
+            # a stratified hold-out of the training samples is scored; the test split is
+            # not read (built-in kinds) or dropped unused (other loaders)
+            whole = load_split(tables["data"], _folder(data), test=False)
+            self.split = whole.held_out(tuning["holdout"], tuning["holdout_seed"])
+        else:
+            self.split = load_split(tables["data"], _folder(data))
         self.train_size = len(self.split.train_y)
         self.spatial_dims = self.split.spatial_dims
         self.num_classes = self.split.num_classes
@@ -240,8 +254,9 @@ class ClassifyTask:
     def logits(
         self, model: nn.Module, device: torch.device | str, limit: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The model's float32 logits on the test split (its first ``limit`` samples), and
-        their labels; the model is left in the mode it was in."""
+        """The model's float32 logits on the scored split (the test split, or the
+        validation hold-out under ``tune.split = "validation"``; its first ``limit``
+        samples), and their labels; the model is left in the mode it was in."""
         x, y = self.split.test_x, self.split.test_y
         if limit:
             x, y = x[:limit], y[:limit]
@@ -286,6 +301,7 @@ class ClassifyTask:
             "density": density_description(density),
             "data": data,
             "classes": list(self.split.classes),
+            **self.split_record,
         }
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "PATCHES_PER_IMAGE",
     "EmbeddedImages",
     "ImageFolder",
+    "ImageSubset",
     "NoiseSpec",
     "NoisyValidation",
     "PatchDataset",
@@ -398,6 +399,34 @@ def open_images(
     if isinstance(source, str) and source.startswith(EMBEDDED_PREFIX):
         return EmbeddedImages(source[len(EMBEDDED_PREFIX) :], channels)
     return ImageFolder(source, channels, recursive=recursive)
+
+
+class ImageSubset(Sequence[np.ndarray]):
+    """Some images of an image source, in the order of ``indices``, keeping their names
+    (the two parts of a training set split for validation, ``tune.split``).
+
+    Example:
+        >>> subset = ImageSubset(open_images("embedded:train"), [1, 4])
+        >>> subset.names, len(subset)
+        (('chelsea', 'grass'), 2)
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], indices: Iterable[int]):
+        self.images = images
+        self.indices = tuple(_check_index(int(i), len(images)) for i in indices)
+        names = getattr(images, "names", None)
+        self.names: tuple[str, ...] = tuple(
+            names[i] if names is not None else str(i) for i in self.indices
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return self.images[self.indices[_check_index(index, len(self))]]
+
+    def __repr__(self) -> str:
+        return f"ImageSubset({len(self)} of {len(self.images)} images: {', '.join(self.names)})"
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ checked by ``ndwconv.recipes.tasks.denoise.config``):
     ``tile``/``overlap``: evaluate large images in overlapping tiles (0: whole images);
     ``seed``: seed of the validation noise; ``curve_images``: how many validation images
     the evaluations *during* training use (0: all), the final evaluation uses all.
+``[tune]``
+    ``split = "validation"`` (``ndwconv.recipes.engine.config.tuning_split``): the
+    fraction ``tune.holdout`` of the *training* images (whole images, chosen by
+    ``tune.holdout_seed``) is held out and scored instead of ``data.validation``, which is
+    then not read at all; training patches come from the other images only.
 ``[weighted]``
     ``density``: the density spec of the weighted model (``ndwconv.as_density``).
 ``[train]``
@@ -47,6 +52,7 @@ import torch
 from torch import nn
 
 from ...models import density_description
+from ..holdout import choose_holdout, split_record, tuning_split
 from . import data as data_mod
 from . import metrics
 from .base import DenoisingTask, check_method
@@ -101,11 +107,25 @@ class DenoiseTask(DenoisingTask):
                 "scikit-image; to train on a folder, also set data.train and data.validation "
                 "(e.g. --set data.train=train --set data.validation=val, relative to --data)"
             )
-        self.sources = {
-            key: _resolve_source(data[key], data_root, key) for key in ("train", "validation")
-        }
-        self._train_images = data_mod.open_images(self.sources["train"], data["channels"])
-        self._validation_images = data_mod.open_images(self.sources["validation"], data["channels"])
+        tuning = tuning_split(config)
+        self.split_record = split_record(config)
+        if tuning["split"] == "validation":
+            # hold out whole training images; data.validation (the test split) is never read
+            self.sources = {"train": _resolve_source(data["train"], data_root, "train")}
+            images = data_mod.open_images(self.sources["train"], data["channels"])
+            held = set(choose_holdout(len(images), tuning["holdout"], tuning["holdout_seed"]))
+            self._train_images: Any = data_mod.ImageSubset(
+                images, [i for i in range(len(images)) if i not in held]
+            )
+            self._validation_images: Any = data_mod.ImageSubset(images, sorted(held))
+        else:
+            self.sources = {
+                key: _resolve_source(data[key], data_root, key) for key in ("train", "validation")
+            }
+            self._train_images = data_mod.open_images(self.sources["train"], data["channels"])
+            self._validation_images = data_mod.open_images(
+                self.sources["validation"], data["channels"]
+            )
         noise = data_mod.NoiseSpec.parse(str(self.config["noise"]["sigma"]))
         self.dataset = data_mod.PatchDataset(
             self._train_images,
@@ -142,9 +162,16 @@ class DenoiseTask(DenoisingTask):
             "method": self.method,
             "model": self.model_config(),
             "density": density_description(self.density()),
-            "data": {**self.config["data"], **self.sources},
+            "data": {**self.config["data"], **self.sources, **self._held_out()},
             "noise": self.config["noise"],
+            **self.split_record,
         }
+
+    def _held_out(self) -> dict[str, Any]:
+        """The names of the training images held out and scored (validation split)."""
+        if self.split_record["split"] != "validation":
+            return {}
+        return {"validation_images": list(self._validation_images.names)}
 
     def _scored(
         self, model: nn.Module, clean: np.ndarray, noisy: torch.Tensor, device: torch.device

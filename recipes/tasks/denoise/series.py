@@ -14,6 +14,11 @@ A configuration whose ``model.ndim`` is 1 is a *series* configuration: the same
     The last ``round(holdout · n)`` samples of each series (default 0.3) are held out for
     scoring; training crops come only from the samples before them, less ``gap``
     (default 0) samples next to the held-out part. The split is contiguous, never random.
+``[tune] split = "validation"``
+    The scored part is the last ``round(tune.holdout · m)`` samples of each series'
+    *training* part (``m`` samples), with ``gap`` samples between it and the samples
+    trained on; the test part is not used, and the normalisation and the classical
+    filters' parameters come from the samples trained on.
 ``percentiles``
     ``[low, high]`` (default ``[0, 100]``: minimum and maximum): each series is mapped by
     ``(x − lo) / (hi − lo)``, ``lo``/``hi`` these percentiles of its *training part*; the
@@ -53,6 +58,7 @@ from torch import nn
 
 from ...engine import streams
 from ...models import density_description
+from ..holdout import split_record, tuning_split
 from .base import DenoisingTask, check_method, with_train_data
 from .classical import FilterChoice, classical_filters
 from .config import check_config
@@ -85,6 +91,32 @@ def _fitted_filters(clean: np.ndarray, sigma: float, seed: int, index: int) -> l
     return _FILTER_CACHE[key]
 
 
+def _split(
+    name: str, values: np.ndarray, holdout: float, gap: int, patch: int, key: str = "data.holdout"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``series_data.split`` of one series, refusing parts too short to train or score on
+    (the message names the series and ``key``, the fraction's key)."""
+    try:
+        train, test = split(values, holdout, gap)
+    except ValueError as err:
+        raise ValueError(f"data.train: {name}: {err} ({key})") from None
+    need = max(patch, MIN_HELDOUT)
+    if len(train) < need or len(test) < MIN_HELDOUT:
+        raise ValueError(
+            f"data.train: {name} has {len(values)} samples"
+            + (" in its training part" if key != "data.holdout" else "")
+            + f": {len(train)} for training (needs ≥ {need}: data.patch_size {patch}, and "
+            f"{MIN_HELDOUT}) and {len(test)} held out (needs ≥ {MIN_HELDOUT}); give a longer "
+            f"series, a smaller data.patch_size, or another {key} / data.gap"
+        )
+    if not np.ptp(test) > 0:
+        raise ValueError(
+            f"data.train: {name}: the held-out part (the last {len(test)} samples) is "
+            "constant, so it has no signal to score SNR against"
+        )
+    return train, test
+
+
 class SeriesDenoiseTask(DenoisingTask):
     """The denoising task on 1-D series, for ``ndwconv.recipes.engine.fit``.
 
@@ -108,6 +140,9 @@ class SeriesDenoiseTask(DenoisingTask):
         self.method = check_method(method)
         self.seed = int(config.get("train", {}).get("seed", 0))
         data_cfg = self.config["data"]
+        tuning = tuning_split(config)
+        self.split_record = split_record(config)
+        validating = tuning["split"] == "validation"
         patch = data_cfg["patch_size"]
         self.sampling_rate: float | None = data_cfg.get("sampling_rate")
         if self.sampling_rate is None and all(s == EMBEDDED_MITDB for s in data_cfg["train"]):
@@ -120,22 +155,12 @@ class SeriesDenoiseTask(DenoisingTask):
             name, values = read_series(source)
             if name in self.ranges:
                 name = f"{name}#{len(self.parts)}"
-            try:
-                train, test = split(values, data_cfg["holdout"], data_cfg["gap"])
-            except ValueError as err:
-                raise ValueError(f"data.train: {name}: {err}") from None
-            need = max(patch, MIN_HELDOUT)
-            if len(train) < need or len(test) < MIN_HELDOUT:
-                raise ValueError(
-                    f"data.train: {name} has {len(values)} samples: {len(train)} for training "
-                    f"(needs ≥ {need}: data.patch_size {patch}, and {MIN_HELDOUT}) and "
-                    f"{len(test)} held out (needs ≥ {MIN_HELDOUT}); give a longer series, a "
-                    "smaller data.patch_size, or another data.holdout / data.gap"
-                )
-            if not np.ptp(test) > 0:
-                raise ValueError(
-                    f"data.train: {name}: the held-out part (the last {len(test)} samples) is "
-                    "constant, so it has no signal to score SNR against"
+            train, test = _split(name, values, data_cfg["holdout"], data_cfg["gap"], patch)
+            if validating:
+                # the tuning part comes from the training part, with the same gap; the test
+                # part is set aside unread
+                train, test = _split(
+                    name, train, tuning["holdout"], data_cfg["gap"], patch, key="tune.holdout"
                 )
             (train01, test01), (lo, hi) = normalise(train, [test], data_cfg["percentiles"])
             self.parts.append((name, train01, test01))
@@ -149,6 +174,7 @@ class SeriesDenoiseTask(DenoisingTask):
             flips=False,
             length=data_cfg.get("length"),
         )
+        self._part = "validation" if validating else "holdout"
         self._validation: list[tuple[str, np.ndarray, torch.Tensor]] | None = None
         self._classical: list[list[tuple[FilterChoice, np.ndarray]]] | None = None
 
@@ -162,7 +188,7 @@ class SeriesDenoiseTask(DenoisingTask):
             for i, (name, _, clean) in enumerate(self.parts):
                 generator = streams.generator("series_validation", self.config["eval"]["seed"], i)
                 noisy = add_noise(torch.from_numpy(clean)[None], sigma, "gaussian", generator)
-                items.append((f"{name}[holdout]", clean, noisy))
+                items.append((f"{name}[{self._part}]", clean, noisy))
             self._validation = items
         return self._validation
 
@@ -206,6 +232,7 @@ class SeriesDenoiseTask(DenoisingTask):
                 "sampling_rate": self.sampling_rate,
             },
             "noise": self.config["noise"],
+            **self.split_record,
         }
 
     def evaluate_items(

@@ -87,6 +87,7 @@ def check_block_shape(
     holdout: float | None = None,
     axis: int | None = None,
     validation: bool = False,
+    holdout_key: str = "data.holdout",
 ) -> None:
     """Refuse a volume too short, along some axis, for training patches or for SSIM.
 
@@ -97,6 +98,8 @@ def check_block_shape(
         holdout, axis: the fraction held out for validation and the axis it is cut along,
             for a training volume that is split; None for a volume used whole.
         validation: the volume is a validation volume (SSIM's minimum, no patch).
+        holdout_key: the key ``holdout`` comes from, as messages name it
+            (``tune.holdout`` for the validation block of ``tune.split``).
 
     Raises:
         ValueError: naming the axis, its length and the least length it needs.
@@ -105,9 +108,10 @@ def check_block_shape(
         if holdout is not None and a == axis:
             need = min_holdout_length(holdout, patch)
             why = (
-                f"data.holdout {holdout:g} of it is kept for validation, where SSIM needs at "
-                f"least {SSIM_MIN_LENGTH}, and the rest must hold data.patch_size {patch}; give "
-                "a longer volume, another data.holdout_axis, or data.validation volumes"
+                f"{holdout_key} {holdout:g} of it is kept for validation, where SSIM needs "
+                f"at least {SSIM_MIN_LENGTH}, and the rest must hold data.patch_size {patch}; "
+                "give a longer volume, another data.holdout_axis"
+                + (", or data.validation volumes" if holdout_key == "data.holdout" else "")
             )
         elif validation:
             need = SSIM_MIN_LENGTH

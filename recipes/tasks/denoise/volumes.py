@@ -19,6 +19,12 @@ task (see ``ndwconv.recipes.tasks.denoise.images``), with this ``[data]`` table:
     ``n − round(holdout · n) ≥ patch_size`` (a 4-D series held out along time with the
     defaults: 43 frames, ``volume_data.min_holdout_length``), and every other axis
     ``max(11, patch_size)``; a shorter volume is refused before training, naming the axis.
+``[tune] split = "validation"``
+    The validation block is the last ``tune.holdout`` fraction, along ``holdout_axis``, of
+    each volume's *training* part (the part before its test block, or the whole training
+    volume when ``validation`` lists test volumes, which are then not opened); the test
+    block is cut off before normalisation, so its voxels reach neither training nor
+    scoring.
 ``percentiles``
     ``[low, high]``, default ``[0.5, 99.5]``: each volume is mapped to [0, 1] by these
     percentiles of its intensities and clipped
@@ -55,6 +61,7 @@ from ndwconv.adapters.volumes import is_physical, physical_density
 
 from ...engine import streams
 from ...models import density_description
+from ..holdout import split_record, tuning_split
 from . import metrics
 from .base import DenoisingTask, check_method, with_train_data
 from .config import EMBEDDED_MNI, check_config, volume_paths
@@ -146,55 +153,87 @@ class VolumeDenoiseTask(DenoisingTask):
         self.spatial_dims = self.ndim
         data_cfg = self.config["data"]
         low, high = data_cfg["percentiles"]
+        tuning = tuning_split(config)
+        self.split_record = split_record(config)
+        validating = tuning["split"] == "validation"
         train_items = _read_volumes(data_cfg["train"], self.ndim, "train")
-        if data_cfg["validation"] == "holdout":
-            validation_items = None
+        if data_cfg["validation"] == "holdout" or validating:
+            validation_items = None  # tune.split = "validation": test volumes are not opened
         else:
             validation_items = _read_volumes(
                 volume_paths(data_cfg["validation"], "validation"), self.ndim, "validation"
             )
         self.spacing = train_items[0][2]
         self.spacings = [(name, spacing) for name, _, spacing in train_items]
+        crop = data_cfg["crop"] == "foreground"
+        level = data_cfg["foreground_level"]
+
+        def normalised(name: str, array: np.ndarray, key: str) -> np.ndarray:
+            try:
+                return normalise(array, low, high)[0]
+            except ValueError as err:
+                raise ValueError(f"data.{key}: {name}: {err}") from None
 
         def prepare(items: list[tuple[str, Any, Any]], key: str) -> list[tuple[str, np.ndarray]]:
             prepared = []
             for name, array, _ in items:
-                try:
-                    normalised, _ = normalise(array, low, high)
-                except ValueError as err:
-                    raise ValueError(f"data.{key}: {name}: {err}") from None
-                if data_cfg["crop"] == "foreground":
-                    normalised = normalised[
-                        _foreground_box(normalised, data_cfg["foreground_level"])
-                    ]
-                prepared.append((name, np.ascontiguousarray(normalised)))
+                volume = normalised(name, array, key)
+                if crop:
+                    volume = volume[_foreground_box(volume, level)]
+                prepared.append((name, np.ascontiguousarray(volume)))
             return prepared
 
-        train = prepare(train_items, "train")
-        del train_items
         patch = data_cfg["patch_size"]
-        cropped = " (cropped to its foreground)" if data_cfg["crop"] == "foreground" else ""
-        if validation_items is None:
+        cropped = " (cropped to its foreground)" if crop else ""
+        holdout = data_cfg["validation"] == "holdout"
+        if holdout or validating:
             axis = data_cfg["holdout_axis"]
             if not -self.ndim <= axis < self.ndim:
                 raise ValueError(
                     f"data.holdout_axis must be in [−{self.ndim}, {self.ndim}), got {axis}"
                 )
             axis %= self.ndim
+        if validating and holdout:
+            # the training part of each volume, before its test block, normalised by its own
+            # percentiles: the test block's voxels reach neither training nor scoring (with
+            # crop = "foreground" they are read once, to find the crop box as test runs do)
+            train = []
+            for name, array, _ in train_items:
+                if crop:
+                    array = array[_foreground_box(normalised(name, array, "train"), level)]
+                check_block_shape(
+                    f"data.train: {name}{cropped}", array.shape, patch, data_cfg["holdout"], axis
+                )
+                part, _ = _cut(array, axis, data_cfg["holdout"])
+                train.append((name, np.ascontiguousarray(normalised(name, part, "train"))))
+        else:
+            train = prepare(train_items, "train")
+        del train_items
+        if validating or holdout:
+            # cut each training volume along the axis: the last part is scored (the test
+            # block, or under tune.split = "validation" a block of the training part)
+            fraction, key, tag = (
+                (tuning["holdout"], "tune.holdout", "validation")
+                if validating
+                else (data_cfg["holdout"], "data.holdout", "holdout")
+            )
+            part_of = " (its training part)" if validating and holdout else ""
             kept, held = [], []
             for name, volume in train:
                 check_block_shape(
-                    f"data.train: {name}{cropped}", volume.shape, patch, data_cfg["holdout"], axis
+                    f"data.train: {name}{cropped}{part_of}",
+                    volume.shape,
+                    patch,
+                    fraction,
+                    axis,
+                    holdout_key=key,
                 )
-                size = volume.shape[axis]
-                cut = size - held_out(size, data_cfg["holdout"])
-                index = [slice(None)] * self.ndim
-                index[axis] = slice(0, cut)
-                kept.append((name, volume[tuple(index)]))
-                index[axis] = slice(cut, size)
-                held.append((f"{name}[holdout]", volume[tuple(index)]))
+                part, block = _cut(volume, axis, fraction)
+                kept.append((name, part))
+                held.append((f"{name}[{tag}]", block))
             train, validation = kept, held
         else:
+            assert validation_items is not None
             validation = prepare(validation_items, "validation")
             for name, volume in train:
                 check_block_shape(f"data.train: {name}{cropped}", volume.shape, patch)
@@ -265,6 +304,7 @@ class VolumeDenoiseTask(DenoisingTask):
             },
             "noise": self.config["noise"],
             "spacing": list(self.spacing),
+            **self.split_record,
         }
 
     def _scored(
@@ -276,6 +316,18 @@ class VolumeDenoiseTask(DenoisingTask):
 
     def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:
         return metrics.ssim_nd(estimate, clean)
+
+
+def _cut(volume: np.ndarray, axis: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` cut along ``axis`` into its first part and its last ``held_out(size,
+    fraction)`` samples (views)."""
+    size = volume.shape[axis]
+    cut = size - held_out(size, fraction)
+    index = [slice(None)] * volume.ndim
+    index[axis] = slice(0, cut)
+    first = volume[tuple(index)]
+    index[axis] = slice(cut, size)
+    return first, volume[tuple(index)]
 
 
 def resolve_density(spec: str, ndim: int, spacings: Sequence[tuple[str, tuple[float, ...]]]) -> str:
