@@ -286,6 +286,10 @@ def make_arms(settings: Mapping[str, Any]) -> list[Arm]:
         if arm == "standard-phi-init":
             made.append(Arm(arm, "standard", ARM_HELP[arm], init=_phi_init))
         elif arm == "weighted-tuned":
+            if settings.get("tuned") is None:
+                raise ValueError(
+                    "the weighted-tuned arm needs a tuned density (--tuned, compare.tuned)"
+                )
             settings_ = {"weighted.density": settings["tuned"]}
             made.append(Arm(arm, "weighted", ARM_HELP[arm], settings=settings_))
         else:
