@@ -26,7 +26,7 @@ pytest.importorskip("safetensors", reason="checkpoints need ndwconv[recipes]")
 import ndwconv
 import ndwconv.recipes.engine.trainer as trainer
 from ndwconv.cli import main
-from ndwconv.recipes.engine import Metric, compare, compare_settings, load_checkpoint
+from ndwconv.recipes.engine import Metric, compare, compare_settings, fit, load_checkpoint
 from ndwconv.recipes.engine.arms import arm_model, arm_task, make_arms
 from ndwconv.recipes.engine.config import load_config, tuning_split
 from ndwconv.recipes.models import make_weighted
@@ -180,6 +180,22 @@ def test_phi_init_arm_starts_from_the_weighted_arms_function():
     np.testing.assert_allclose(w["2.weight"], w0["2.weight"] * _profile([0.3, 0.7]), rtol=1e-7)
     for key in ("4.weight", "0.bias", "2.bias", "6.weight"):
         np.testing.assert_array_equal(w[key], w0[key])
+
+
+def test_a_resumed_phi_init_run_continues_from_its_saved_weights(tmp_path):
+    config = toy_config(steps=3, arms=["standard", "standard-phi-init"])
+    (arm,) = [a for a in make_arms(compare_settings(config)) if a.name == "standard-phi-init"]
+    cfg = {**config, "train": {**config["train"], "seed": 0, "checkpoint_every": 2}}
+    entry = get_task("armstoy")
+    straight = fit(arm_task(entry, arm, cfg, None), cfg, tmp_path / "a", progress=False)
+    # stop after step 2, then resume: the φ-init is applied to the built model, then the
+    # checkpoint's weights replace it, so the run ends exactly as the uninterrupted one
+    short = {**cfg, "train": {**cfg["train"], "steps": 2}}
+    fit(arm_task(entry, arm, short, None), short, tmp_path / "b", progress=False)
+    resumed = fit(arm_task(entry, arm, cfg, None), cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 3
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
 @pytest.mark.parametrize(
