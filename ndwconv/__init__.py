@@ -20,6 +20,7 @@ from .convert import (
     convert,
     fold,
     freeze,
+    init_from_density,
     param_groups,
     weighted_layers,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "fold",
     "freeze",
     "functional",
+    "init_from_density",
     "is_weighted",
     "load_densities",
     "param_groups",

@@ -6,10 +6,12 @@
   weight — identical outputs, no ndwconv needed at run time, exportable.
 * ``freeze`` turns ``Learned`` densities into fixed ``Table`` densities (learn-then-freeze).
 * ``param_groups`` separates learned-density parameters for their own learning rate.
+* ``init_from_density`` keeps the layers plain and only scales their initial kernels by
+  Φ: the same initial function as ``convert``, the plain parameterisation for training.
 
-``convert``, ``fold`` and ``freeze`` share one convention: by default they return a
-modified deep copy and leave the model untouched; ``inplace=True`` modifies the model
-itself and returns it.
+``convert``, ``fold``, ``freeze`` and ``init_from_density`` share one convention: by
+default they return a modified deep copy and leave the model untouched; ``inplace=True``
+modifies the model itself and returns it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "convert",
     "fold",
     "freeze",
+    "init_from_density",
     "param_groups",
     "weighted_layers",
 ]
@@ -114,7 +117,10 @@ def _selector(where: Where) -> Callable[[str, nn.Module], bool]:
         return lambda name, module: True
     if callable(where):
         return where
-    patterns = [where] if isinstance(where, str) else list(where)
+    try:
+        patterns = [where] if isinstance(where, str) else list(where)
+    except TypeError:  # not iterable: fall through to the message below
+        patterns = [where]
     if not all(isinstance(p, str) for p in patterns):
         raise TypeError(
             "where must be None, a glob on layer names (str), a list of globs, or a callable "
@@ -288,6 +294,128 @@ def convert(
             )
         )
     return (target, report) if return_report else target
+
+
+def init_from_density(
+    model: nn.Module,
+    density: DensityLike | Callable[[str, nn.Module], DensityLike],
+    where: Where = None,
+    *,
+    inplace: bool = False,
+) -> nn.Module:
+    """Scale the kernels of plain ``nn.Conv1d/2d/3d`` layers by Φ; nothing else changes.
+
+    Each selected layer's weight becomes ``W ⊙ Φ``, with Φ built for the layer's kernel
+    size, dilation, dtype and device exactly as ``convert`` would bind it. The layers stay
+    plain: same class, no new parameters or buffers, the same ``state_dict`` keys and no
+    cost at run time. Applied to a freshly built model it gives the *same initial
+    function* as ``convert(model, density, where)`` — outputs equal up to float rounding
+    (bit for bit in the weight's dtype) — with the plain parameterisation: training then
+    updates ``W ⊙ Φ`` directly instead of ``W`` behind a fixed Φ, which separates the
+    effect of the initial function from that of the reparameterised training.
+
+    Layers are chosen as by ``convert``: only those whose type is exactly
+    ``nn.Conv1d/2d/3d`` (subclasses, transposed and weighted convolutions are left alone),
+    selected by ``where``, and not pointwise (Φ of a 1×1 kernel is 1). A weight shared by
+    several selected layers is scaled once. The weight is changed in place under
+    ``torch.no_grad()``: with ``inplace=True`` it is the very ``Parameter`` an optimizer
+    already holds (its version counter moves, so a graph that saved it refuses to
+    backpropagate rather than use stale values). The global RNG is not touched.
+
+    Args:
+        model: the network (or a single conv layer).
+        density: a density (anything ``as_density`` takes: a spec such as ``"default"``,
+            a ``Density``) or a callable ``(name, conv) -> density`` choosing one per layer
+            (``None`` leaves that layer as it is). A ``Learned`` density scales by its
+            initial values.
+        where: which layers: ``None`` (all), a glob on qualified names (``"features.*"``), a
+            list of globs, or a callable ``(name, conv) -> bool``.
+        inplace: modify ``model`` itself instead of returning a modified deep copy.
+
+    Returns:
+        The model with scaled kernels (``model`` itself when ``inplace``).
+
+    Raises:
+        ValueError: the density cannot describe a selected layer's kernel (an even kernel
+            for a ``Table``, a 9×9 kernel for ``Table.default()``), or a shared weight
+            would need two different Φ; the message names the layer. Every Φ is built
+            before any weight changes, so an error leaves ``model`` as it was.
+        DensityRangeError: (a ``ValueError``) Φ overflows or underflows to zero in a
+            selected layer's dtype (the message names the layer).
+        TypeError: ``model`` is not a module, ``where`` is malformed, or a density
+            callable returned something that is not a density (the message names the
+            layer).
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Conv1d(2, 1, 1))
+        >>> scaled = init_from_density(net, "table:0.5")
+        >>> type(scaled[0]).__name__, sorted(scaled.state_dict()) == sorted(net.state_dict())
+        ('Conv1d', True)
+        >>> (scaled[0].weight / net[0].weight)[0, 0]
+        tensor([0.5000, 1.0000, 0.5000], grad_fn=<SelectBackward0>)
+        >>> x = torch.randn(1, 1, 8)
+        >>> torch.allclose(scaled(x), convert(net, "table:0.5")(x))
+        True
+    """
+    choose = density if callable(density) and not isinstance(density, type) else None
+    fixed = None if choose is not None else as_density(density)
+    select = _selector(where)
+    target = _target(model, inplace)
+    # (name, layer, Φ in the weight's dtype) per layer to scale, all built before any change
+    plan: list[tuple[str, nn.Module, torch.Tensor]] = []
+    by_weight: dict[int, tuple[str, torch.Tensor]] = {}
+    for name, module in _unique_modules(target):
+        if type(module) not in WEIGHTED_BY_PLAIN or not select(name, module):
+            continue
+        ks = tuple(module.kernel_size)
+        if all(k == 1 for k in ks):
+            continue
+        layer = name or "<root>"
+        kind = type(module).__name__
+        if choose is not None:
+            chosen = choose(name, module)
+            if chosen is None:
+                continue
+            try:
+                fam = as_density(chosen)
+            except (ValueError, TypeError) as err:
+                raise type(err)(
+                    f"init_from_density: the density callable returned {chosen!r} for layer "
+                    f"{layer!r}: {err}"
+                ) from None
+        else:
+            assert fixed is not None
+            fam = fixed
+        try:
+            bound = _bind_density(fam, module)
+        except DensityRangeError as err:
+            raise DensityRangeError(f"init_from_density: layer {layer!r} ({kind}): {err}") from None
+        except ValueError as err:
+            raise ValueError(
+                f"init_from_density: density {fam!s} cannot describe layer {layer!r} ({kind}, "
+                f"kernel {ks}): {err}; leave it out with where=…"
+            ) from None
+        except TypeError as err:
+            raise TypeError(
+                f"init_from_density: layer {layer!r} ({kind}, kernel {ks}): {err}"
+            ) from None
+        with torch.no_grad():
+            phi = bound().detach().to(module.weight.dtype)
+        seen = by_weight.get(id(module.weight))
+        if seen is not None:  # a weight shared with an earlier layer: scale it once
+            if not torch.equal(seen[1], phi):
+                raise ValueError(
+                    f"init_from_density: layers {seen[0]!r} and {layer!r} share one weight "
+                    "but would be scaled by different densities"
+                )
+            continue
+        by_weight[id(module.weight)] = (layer, phi)
+        plan.append((layer, module, phi))
+    with torch.no_grad():
+        for _, module, phi in plan:
+            module.weight.mul_(phi)
+    return target
 
 
 def weighted_layers(model: nn.Module) -> Iterator[tuple[str, _WeightedMixin]]:

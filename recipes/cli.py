@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .engine.arms import ARM_HELP, ARMS
 from .engine.distributed import DEVICE_HELP
 
 __all__ = ["compare_command", "train_command"]
@@ -133,9 +134,11 @@ def compare_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ndwconv compare``."""
     parser = subparsers.add_parser(
         "compare",
-        help="standard vs weighted: same initial weights, data and budget, several seeds",
-        description="Train the standard and the weighted model of a task from the same "
-        "initial weights, on the same samples, for the same budget, for each seed; write "
+        help="standard vs weighted (and more arms): same initial weights, data and budget, "
+        "several seeds",
+        description="Train the standard and the weighted model of a task (and the further "
+        "arms --arms names) from the same initial weights, on the same samples, for the same "
+        "budget, for each seed, each at its own learning rate with --lr-sweep; write "
         "report.md, figure.png, per-item scores and results.json, and print the table. "
         "Runs in one process (not under torchrun).",
         epilog="example: ndwconv compare denoise --config quick --seeds 2",
@@ -149,7 +152,64 @@ def compare_command(subparsers: argparse._SubParsersAction) -> None:
             help="train with seeds 0 … N−1 (default: the config's compare.seeds); the "
             "comparison sets train.seed itself",
         )
+        task_parser.add_argument(
+            "--arms",
+            type=_arm_list,
+            metavar="A,B,…",
+            help="the arms to train, standard among them (shorthand for compare.arms; "
+            "default standard,weighted): " + "; ".join(f"{k}: {v}" for k, v in ARM_HELP.items()),
+        )
+        task_parser.add_argument(
+            "--tuned",
+            metavar="PATH_OR_SPEC",
+            help="the weighted-tuned arm's density: a density file (ndwconv tune -o …) or a "
+            "spec (shorthand for compare.tuned)",
+        )
+        task_parser.add_argument(
+            "--lr-sweep",
+            type=_rate_list,
+            metavar="R1,R2,…",
+            help="choose each arm's learning rate from these, by the primary metric on the "
+            'validation split (tune.split = "validation", seed = the first seed), before the '
+            "final runs (shorthand for compare.lr_sweep), e.g. 3e-4,1e-3,3e-3",
+        )
+        task_parser.add_argument(
+            "--sweep-steps",
+            type=int,
+            metavar="N",
+            help="training steps of each sweep run (shorthand for compare.sweep_steps; "
+            "default train.steps)",
+        )
     parser.set_defaults(func=_compare, command="compare")
+
+
+def _arm_list(text: str) -> list[str]:
+    """``--arms``: comma-separated arm names (checked against ``ARMS``)."""
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise argparse.ArgumentTypeError(
+            f"unknown arm {unknown[0]!r} (known: {', '.join(ARMS)})"
+            if unknown
+            else f"name the arms, e.g. standard,weighted (known: {', '.join(ARMS)})"
+        )
+    return arms
+
+
+def _rate_list(text: str) -> list[float]:
+    """``--lr-sweep``: comma-separated positive learning rates."""
+    rates = []
+    for part in text.split(","):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a learning rate (give numbers, e.g. 3e-4,1e-3,3e-3)"
+            ) from None
+        if not (rate > 0 and rate < float("inf")):
+            raise argparse.ArgumentTypeError(f"learning rates must be positive, got {part!r}")
+        rates.append(rate)
+    return rates
 
 
 def _list_configs(task: str | None) -> int:
@@ -275,14 +335,30 @@ def _compare(args: argparse.Namespace) -> int:
         raise ValueError(
             "compare runs in one process; under torchrun use `ndwconv train` for each method"
         )
+    from .engine.arms import compare_settings
     from .engine.compare import compare, format_table, verdict
 
-    extra = [] if args.seeds is None else [("--seeds", f"compare.seeds={args.seeds}")]
+    flags = {
+        "seeds": ("--seeds", args.seeds),
+        "arms": ("--arms", args.arms),
+        "tuned": ("--tuned", args.tuned),
+        "lr_sweep": ("--lr-sweep", args.lr_sweep),
+        "sweep_steps": ("--sweep-steps", args.sweep_steps),
+    }
+    given = {key: flag for key, (flag, value) in flags.items() if value is not None}
+    extra = []
+    for key, flag in given.items():
+        value = flags[key][1]
+        if key == "tuned":
+            path = Path(value).expanduser()  # a file is recorded by its absolute path
+            value = str(path.resolve()) if path.is_file() else value
+        extra.append((flag, f"compare.{key}={json.dumps(value)}"))
     config = _config(entry, args, extra)
     seeds = config.get("compare", {}).get("seeds", 1)
-    source = "compare.seeds" if args.seeds is None else "--seeds"
+    source = given.get("seeds", "compare.seeds")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"{source} must be an integer ≥ 1, got {seeds!r}")
+    compare_settings(config, given)  # the message names the flag that gave a bad value
     out = _output_folder(args, f"runs/compare-{entry.name}-{config['name']}")
     results = compare(
         entry, config, range(seeds), out, args.data, resume=args.resume, progress=not args.quiet

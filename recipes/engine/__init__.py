@@ -1,7 +1,8 @@
 """The task-agnostic engine: trainer, checkpoints, configuration, random streams and the
-seed-paired comparison. It knows nothing about images, labels or noise: a task supplies
-those (``ndwconv.recipes.engine.task``)."""
+seed-paired comparison of its arms. It knows nothing about images, labels or noise: a
+task supplies those (``ndwconv.recipes.engine.task``)."""
 
+from .arms import ARMS, DEFAULT_ARMS, Arm, compare_settings
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -19,9 +20,12 @@ from .task import LOSSES, METHODS, Metric, Task, loss_by_name
 from .trainer import FreezeDensities, Hook, Run, TrainResult, fit
 
 __all__ = [
+    "ARMS",
     "CHECKPOINT_FORMAT",
+    "DEFAULT_ARMS",
     "LOSSES",
     "METHODS",
+    "Arm",
     "CheckpointError",
     "FolderInUseError",
     "FreezeDensities",
@@ -37,6 +41,7 @@ __all__ = [
     "check_section",
     "check_sidecar",
     "compare",
+    "compare_settings",
     "find_checkpoint",
     "fit",
     "format_table",

@@ -1,22 +1,30 @@
-"""Seed-paired comparison of the standard and the weighted model of any task.
+"""Seed-paired comparison of the arms of any task: standard, weighted and more.
 
-For each seed ``s`` both methods are trained by ``fit`` from the same initial weights
-(the model is built under the seed before it is made weighted) on the same samples for
-the same budget, into ``out/seed-s/<method>``, then scored with the task's declared
-metrics. The report gives mean ± sample standard deviation over seeds, the paired
-difference per seed, and a verdict on whether that difference exceeds the seed spread.
+For each seed every arm (``ndwconv.recipes.engine.arms``: ``standard``, ``weighted``,
+``standard-phi-init``, ``weighted-tuned``; ``[compare] arms``, default standard and
+weighted) is trained by ``fit`` from the same initial weights (the model is built under
+the seed before it is made weighted) on the same samples for the same budget, into
+``out/seed-s/<arm>``, then scored with the task's declared metrics. The report gives mean
+± sample standard deviation over seeds, the paired difference of each arm with the
+standard one per seed, a verdict on whether that difference exceeds the seed spread, and
+the compute each arm used (training steps and time).
 
-Before anything trains, the weighted model is built once without data (``check_fit``),
+With ``[compare] lr_sweep`` each arm first trains once per learning rate (seed = the first
+seed, ``tune.split = "validation"``: scored on a part held out of the training data, never
+on the test split), into ``out/sweep/<arm>/lr-<rate>``; the rate with the best primary
+metric there is the one the arm's final runs use.
+
+Before anything trains, every arm's model is built once without data (``check_fit``),
 so a density that does not fit a layer fails in a second, naming the layer, and leaves
 no run folder behind.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import io
+import math
 import platform
 import statistics
 import time
@@ -29,10 +37,11 @@ import torch
 import ndwconv
 from ndwconv.adapters.atomic import atomic_write, write_json
 
-from .config import validate
+from .arms import DEFAULT_ARMS, Arm, arm_model, arm_task, compare_settings, make_arms
+from .config import tuning_split, validate
 from .distributed import resolve_device
 from .lock import RunLock, check_output_folder
-from .task import METHODS, Metric
+from .task import Metric
 from .trainer import fit
 
 __all__ = [
@@ -45,7 +54,10 @@ __all__ = [
     "verdict",
 ]
 
-RESULTS_FORMAT = "ndwconv.compare/2"
+RESULTS_FORMAT = "ndwconv.compare/3"
+"""Version of ``results.json``. 3: ``arms``, per-arm ``summary`` entries and
+``summary.differences`` (each arm − standard; ``summary.difference`` is weighted −
+standard as before), ``compute`` and ``lr_sweep``."""
 
 
 def _metrics(results: Mapping[str, Any]) -> list[Metric]:
@@ -65,19 +77,31 @@ def _unit(metric: Metric) -> str:
     return f" {metric.unit}" if metric.unit else ""
 
 
-def check_fit(entry: Any, config: Mapping[str, Any]) -> None:
-    """Build each method's model once, without data, so a misfit fails before training.
+def check_fit(
+    entry: Any, config: Mapping[str, Any], arms: Sequence[Arm | str] | None = None
+) -> None:
+    """Build each arm's model once, without data, so a misfit fails before training.
+
+    Args:
+        entry: the task's ``TaskEntry``.
+        config: a configuration of that task.
+        arms: the arms (``Arm`` objects, or names of arms that need no settings); default
+            standard and weighted.
 
     Raises:
         ValueError/TypeError: the configuration or the density does not fit the model
-            (the message names the layer).
+            (the message names the arm and the layer).
     """
+    chosen = [
+        arm if isinstance(arm, Arm) else make_arms({"arms": (arm,), "tuned": None})[0]
+        for arm in (arms if arms is not None else DEFAULT_ARMS)
+    ]
     with torch.random.fork_rng():
-        for method in METHODS:
+        for arm in chosen:
             try:
-                entry.build_model(config, method)
+                arm_model(entry, arm, config)
             except (ValueError, TypeError) as err:
-                raise type(err)(f"the {method} model of this configuration: {err}") from None
+                raise type(err)(f"the {arm.name} model of this configuration: {err}") from None
 
 
 def compare(
@@ -90,10 +114,16 @@ def compare(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train and score the standard and the weighted model for each seed; write a report.
+    """Train and score every arm for each seed (after a learning-rate sweep, if asked);
+    write a report.
+
+    The ``[compare]`` table of ``config`` chooses the arms (``arms``, default standard and
+    weighted; ``tuned``, the ``weighted-tuned`` arm's density) and the learning-rate sweep
+    (``lr_sweep``, ``sweep_steps``); see ``ndwconv.recipes.engine.arms``.
 
     Written to ``out_dir``: ``results.json`` (everything, raw), ``per_ITEM.csv`` (when the
-    task scores items one by one), ``report.md`` and, with matplotlib, ``figure.png``.
+    task scores items one by one), ``report.md`` and, with matplotlib, ``figure.png``; the
+    runs go to ``seed-S/ARM/`` and the sweep's to ``sweep/ARM/lr-RATE/``.
 
     A task with a ``final_details`` attribute (e.g. a classifier's confusion matrix, set
     by its final evaluation; ``None`` before) has it recorded, JSON-safe, in its run's
@@ -117,8 +147,9 @@ def compare(
     refused.
 
     Raises:
-        ValueError: bad seeds, ``train.seed`` set in the configuration, or a configuration
-            or density that does not fit (raised before any folder is written).
+        ValueError: bad seeds, ``train.seed`` set in the configuration, a bad ``[compare]``
+            table, or a configuration or density that does not fit (raised before any
+            folder is written).
         FolderInUseError: another live run holds ``out_dir``'s lock.
     """
     seeds = [int(s) for s in seeds]
@@ -130,10 +161,96 @@ def compare(
             "compare sets train.seed itself, to each of seeds; remove train.seed from the "
             "configuration"
         )
-    check_fit(entry, config)
+    settings = compare_settings(config)
+    arms = make_arms(settings)
+    check_fit(entry, config, arms)
     out = check_output_folder(out_dir, "out_dir")
     with RunLock(out):
-        return _compare(entry, config, seeds, out, data, resume, progress)
+        return _compare(entry, config, seeds, out, data, resume, progress, settings, arms)
+
+
+def _has_run(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step-*.json"))
+
+
+def _better(metric: Metric, score: float, best: float) -> bool:
+    """Whether ``score`` beats ``best`` (a NaN score never does; anything beats NaN)."""
+    if math.isnan(score):
+        return False
+    if math.isnan(best):
+        return True
+    return score > best if metric.higher_is_better else score < best
+
+
+def _sweep(
+    entry: Any,
+    config: Mapping[str, Any],
+    arm: Arm,
+    settings: Mapping[str, Any],
+    seed: int,
+    out: Path,
+    data: Sequence[str] | None,
+    metric: Metric,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train ``arm`` once per rate of ``settings["lr_sweep"]`` on the validation split;
+    the record of the sweep, with the chosen rate."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "rates": list(settings["lr_sweep"]),
+        "scores": [],
+        "split": "validation",
+        "seed": seed,
+        "metric": metric.name,
+        "steps": 0,
+        "train_seconds": 0.0,
+        "runs": [],
+    }
+    best_rate, best = None, math.nan
+    for rate in settings["lr_sweep"]:
+        cfg = arm.configure(config)
+        cfg.setdefault("train", {})["seed"] = seed
+        cfg.setdefault("optim", {})["lr"] = rate
+        cfg.setdefault("tune", {})["split"] = "validation"
+        if settings["sweep_steps"] is not None:
+            cfg["train"].pop("epochs", None)
+            cfg["train"]["steps"] = settings["sweep_steps"]
+        task = arm_task(entry, arm, cfg, data)
+        run_dir = out / "sweep" / arm.name / f"lr-{rate!r}"
+        result = fit(
+            task,
+            cfg,
+            run_dir,
+            resume=resume and _has_run(run_dir),
+            progress=progress,
+            description=f"sweep {arm.name} lr {rate:g}",
+        )
+        del task
+        score = float(result.metrics[metric.name])
+        record["scores"].append(score)
+        record["steps"] += result.step
+        record["train_seconds"] += result.train_seconds
+        record["runs"].append(
+            {
+                "lr": rate,
+                metric.name: score,
+                "steps": result.step,
+                "train_seconds": result.train_seconds,
+                "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            }
+        )
+        if best_rate is None or _better(metric, score, best):
+            best_rate, best = rate, score
+    if math.isnan(best):
+        raise ValueError(
+            f"learning-rate sweep of the {arm.name} arm: every rate gave a {metric.name} of "
+            f"NaN on the validation split ({', '.join(map(repr, record['rates']))}); try "
+            "smaller rates"
+        )
+    record["chosen"] = best_rate
+    record["wall_seconds"] = time.perf_counter() - started
+    return record
 
 
 def _compare(
@@ -144,18 +261,29 @@ def _compare(
     data: Sequence[str] | None,
     resume: bool,
     progress: bool,
+    settings: Mapping[str, Any],
+    arms: Sequence[Arm],
 ) -> dict[str, Any]:
     started = time.perf_counter()
     metrics = entry.metrics_of(config) if hasattr(entry, "metrics_of") else entry.metrics
+    sweeps: dict[str, Any] = {}
+    if settings["lr_sweep"] is not None:
+        for arm in arms:
+            sweeps[arm.name] = _sweep(
+                entry, config, arm, settings, seeds[0], out, data, metrics[0], resume, progress
+            )
     runs: list[dict[str, Any]] = []
     per_item: list[dict[str, Any]] = []
     panels: dict[str, Any] = {}
     first_item = None
     for seed in seeds:
-        cfg = copy.deepcopy(dict(config))
-        cfg.setdefault("train", {})["seed"] = seed
-        for method in METHODS:
-            task = entry.make(cfg, method, data)
+        for arm in arms:
+            method = arm.name
+            cfg = arm.configure(config)
+            cfg.setdefault("train", {})["seed"] = seed
+            if method in sweeps:
+                cfg.setdefault("optim", {})["lr"] = sweeps[method]["chosen"]
+            task = arm_task(entry, arm, cfg, data)
             example = getattr(task, "example", None)
             if first_item is None and example is not None:
                 first_item, references = example()  # the figure's panels besides the runs'
@@ -163,14 +291,11 @@ def _compare(
             if hasattr(task, "keep"):
                 task.keep = (first_item,) if seed == seeds[0] and first_item else ()
             run_dir = out / f"seed-{seed}" / method
-            has_run = (run_dir / "checkpoints").is_dir() and any(
-                (run_dir / "checkpoints").glob("step-*.json")
-            )
             result = fit(
                 task,
                 cfg,
                 run_dir,
-                resume=resume and has_run,
+                resume=resume and _has_run(run_dir),
                 progress=progress,
                 description=f"seed {seed} {method}",
             )
@@ -201,6 +326,7 @@ def _compare(
                     "steps": result.step,
                     "train_seconds": result.train_seconds,
                     "samples_per_second": result.samples_per_second,
+                    "lr": validate(cfg)["optim"]["lr"],
                     "history": result.history,
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "weighted_layers": sum(1 for _ in ndwconv.weighted_layers(result.model)),
@@ -208,12 +334,23 @@ def _compare(
                     **({} if details is None else {"details": details}),
                 }
             )
-    summary = _summary(runs, metrics)
+    names = [arm.name for arm in arms]
+    summary = _summary(runs, metrics, names)
     if entry.baselines is not None and per_item:
-        first = [r for r in per_item if r["seed"] == seeds[0] and r["method"] == METHODS[0]]
+        first = [r for r in per_item if r["seed"] == seeds[0] and r["method"] == "standard"]
         summary["baselines"] = entry.baselines(first)
     definitions = dict(entry.metric_definitions(config)) if entry.metric_definitions else {}
     definitions["std"] = "sample standard deviation over seeds of the per-run mean"
+    compute = {}
+    for name in names:
+        own = [r for r in runs if r["method"] == name]
+        sweep = sweeps.get(name)
+        compute[name] = {
+            "steps": sum(r["steps"] for r in own),
+            "train_seconds": sum(r["train_seconds"] for r in own),
+            "sweep_steps": sweep["steps"] if sweep else 0,
+            "sweep_train_seconds": sweep["train_seconds"] if sweep else 0.0,
+        }
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "task": entry.name,
@@ -221,9 +358,21 @@ def _compare(
         "metrics": [dataclasses.asdict(m) for m in metrics],
         "config": dict(config),
         "seeds": seeds,
+        "arms": names,
+        "arm_descriptions": {arm.name: arm.description for arm in arms},
+        "tuned": settings["tuned"],
         "data": None if data is None else [str(d) for d in data],
         "metric_definitions": definitions,
         "summary": summary,
+        "compute": compute,
+        "lr_sweep": None
+        if not sweeps
+        else {
+            "rates": list(settings["lr_sweep"]),
+            "steps": settings["sweep_steps"],
+            "holdout": tuning_split({"tune": {**config.get("tune", {}), "split": "validation"}}),
+            "arms": sweeps,
+        },
         "runs": runs,
         "per_item": per_item,
         "wall_seconds": time.perf_counter() - started,
@@ -250,22 +399,38 @@ def _compare(
     return results
 
 
-def _summary(runs: Sequence[Mapping[str, Any]], metrics: Sequence[Metric]) -> dict[str, Any]:
-    """Mean and spread per method, and the paired differences, for each metric."""
+def _arms(results: Mapping[str, Any]) -> list[str]:
+    """The arms of ``results`` (a results file before arms: standard and weighted)."""
+    return list(results.get("arms", DEFAULT_ARMS))
+
+
+def _summary(
+    runs: Sequence[Mapping[str, Any]], metrics: Sequence[Metric], arms: Sequence[str]
+) -> dict[str, Any]:
+    """Mean and spread per arm, and each arm's paired differences with the standard one,
+    for each metric."""
     summary: dict[str, Any] = {}
-    for method in METHODS:
+    for arm in arms:
         for m in metrics:
-            mean, std = _mean_std([r[m.name] for r in runs if r["method"] == method])
-            summary.setdefault(method, {})[m.name] = mean
-            summary[method][f"{m.name}_std"] = std
-    standard = [r for r in runs if r["method"] == METHODS[0]]
-    weighted = [r for r in runs if r["method"] == METHODS[1]]
-    for m in metrics:
-        diffs = [w[m.name] - s[m.name] for s, w in zip(standard, weighted, strict=True)]
-        mean, std = _mean_std(diffs)
-        summary.setdefault("difference", {})[m.name] = mean
-        summary["difference"][f"{m.name}_std"] = std
-        summary["difference"][f"{m.name}_per_seed"] = diffs
+            mean, std = _mean_std([r[m.name] for r in runs if r["method"] == arm])
+            summary.setdefault(arm, {})[m.name] = mean
+            summary[arm][f"{m.name}_std"] = std
+    standard = [r for r in runs if r["method"] == "standard"]
+    differences: dict[str, Any] = {}
+    for arm in arms:
+        if arm == "standard":
+            continue
+        other = [r for r in runs if r["method"] == arm]
+        for m in metrics:
+            diffs = [o[m.name] - s[m.name] for s, o in zip(standard, other, strict=True)]
+            mean, std = _mean_std(diffs)
+            entry = differences.setdefault(arm, {})
+            entry[m.name] = mean
+            entry[f"{m.name}_std"] = std
+            entry[f"{m.name}_per_seed"] = diffs
+    summary["differences"] = differences
+    if "weighted" in differences:
+        summary["difference"] = differences["weighted"]
     return summary
 
 
@@ -281,41 +446,64 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     atomic_write(path, lambda p: p.write_text(buffer.getvalue(), "utf-8"))
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` in s, min or h, whichever reads best."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _differences(results: Mapping[str, Any]) -> dict[str, Any]:
+    s = results["summary"]
+    if "differences" in s:
+        return s["differences"]
+    return {"weighted": s["difference"]}  # a results file before arms
+
+
 def format_table(results: Mapping[str, Any]) -> str:
-    """The summary as a Markdown table (mean ± standard deviation over seeds)."""
+    """The summary as a Markdown table (mean ± standard deviation over seeds), with the
+    compute each arm used: training steps and training time summed over its seeds, plus
+    those of its learning-rate sweep."""
     metrics = _metrics(results)
     s = results["summary"]
     n = len(results["seeds"])
+    compute = results.get("compute", {})
     lines = [
-        "| method | " + " | ".join(_header(m) for m in metrics) + " | seeds |",
-        "|---|" + "---|" * len(metrics) + "---|",
+        "| method | " + " | ".join(_header(m) for m in metrics) + " | seeds "
+        "| training steps | training time |",
+        "|---|" + "---|" * len(metrics) + "---|---|---|",
     ]
     for label, values in s.get("baselines", {}).items():
         cells = " | ".join(m.format(values[m.name]) if m.name in values else "-" for m in metrics)
-        lines.append(f"| {label} | {cells} | - |")
-    for method in METHODS:
-        cells = " | ".join(m.format(s[method][m.name], s[method][f"{m.name}_std"]) for m in metrics)
-        lines.append(f"| {method} | {cells} | {n} |")
-    d = s["difference"]
-    cells = " | ".join(m.format(d[m.name], d[f"{m.name}_std"]) for m in metrics)
-    lines.append(f"| weighted − standard | {cells} | {n} |")
+        lines.append(f"| {label} | {cells} | - | - | - |")
+    for arm in _arms(results):
+        cells = " | ".join(m.format(s[arm][m.name], s[arm][f"{m.name}_std"]) for m in metrics)
+        used = compute.get(arm)
+        if used is None:
+            steps = seconds = "-"
+        else:
+            steps, seconds = str(used["steps"]), _duration(used["train_seconds"])
+            if used.get("sweep_steps"):
+                steps += f" + {used['sweep_steps']} sweep"
+                seconds += f" + {_duration(used['sweep_train_seconds'])} sweep"
+        lines.append(f"| {arm} | {cells} | {n} | {steps} | {seconds} |")
+    for arm, d in _differences(results).items():
+        cells = " | ".join(m.format(d[m.name], d[f"{m.name}_std"]) for m in metrics)
+        lines.append(f"| {arm} − standard | {cells} | {n} | - | - |")
     return "\n".join(lines)
 
 
-def verdict(results: Mapping[str, Any]) -> str:
-    """One paragraph on the primary metric: the mean paired difference against the
-    seed-to-seed spread."""
+def _verdict(results: Mapping[str, Any], arm: str) -> str:
+    """The verdict paragraph of ``arm`` against the standard arm."""
     m = _metrics(results)[0]
     s = results["summary"]
-    diffs = s["difference"][f"{m.name}_per_seed"]
-    if len(diffs) < 2:
-        return (
-            "One seed only: there is no seed spread to compare the difference with; run "
-            "with `--seeds 3` or more before drawing a conclusion."
-        )
-    mean, paired = s["difference"][m.name], s["difference"][f"{m.name}_std"]
-    spreads = (s["standard"][f"{m.name}_std"], s["weighted"][f"{m.name}_std"])
-    wins = sum((d > 0) if m.higher_is_better else (d < 0) for d in diffs)
+    d = _differences(results)[arm]
+    diffs = d[f"{m.name}_per_seed"]
+    mean, paired = d[m.name], d[f"{m.name}_std"]
+    spreads = (s["standard"][f"{m.name}_std"], s[arm][f"{m.name}_std"])
+    wins = sum((x > 0) if m.higher_is_better else (x < 0) for x in diffs)
     above_methods = abs(mean) > max(spreads)
     above_paired = abs(mean) > paired
     if above_methods and above_paired:
@@ -334,12 +522,68 @@ def verdict(results: Mapping[str, Any]) -> str:
         conclusion = "not larger than the seed spread"
     unit = _unit(m)
     return (
-        f"Weighted − standard {m.label}: {mean:+.3f}{unit} (per seed: "
-        f"{', '.join(f'{d:+.3f}' for d in diffs)}; weighted better in {wins} of {len(diffs)}). "
+        f"{arm[0].upper()}{arm[1:]} − standard {m.label}: {mean:+.3f}{unit} (per seed: "
+        f"{', '.join(f'{x:+.3f}' for x in diffs)}; {arm} better in {wins} of {len(diffs)}). "
         f"Seed spread (sample standard deviation over {len(diffs)} seeds): "
-        f"{spreads[0]:.3f}{unit} standard, {spreads[1]:.3f}{unit} weighted, "
+        f"{spreads[0]:.3f}{unit} standard, {spreads[1]:.3f}{unit} {arm}, "
         f"{paired:.3f}{unit} for the paired difference. The mean difference is {conclusion}."
     )
+
+
+def verdict(results: Mapping[str, Any]) -> str:
+    """One paragraph per arm on the primary metric: the mean paired difference with the
+    standard arm against the seed-to-seed spread."""
+    if len(results["seeds"]) < 2:
+        return (
+            "One seed only: there is no seed spread to compare the difference with; run "
+            "with `--seeds 3` or more before drawing a conclusion."
+        )
+    return "\n\n".join(_verdict(results, arm) for arm in _differences(results))
+
+
+def _sweep_lines(results: Mapping[str, Any]) -> list[str]:
+    """The report's section on the learning-rate sweep (none without one)."""
+    sweep = results.get("lr_sweep")
+    if not sweep:
+        return []
+    m = _metrics(results)[0]
+    rates = sweep["rates"]
+    arms = sweep["arms"]
+    first = next(iter(arms.values()))
+    holdout = sweep["holdout"]
+    better = "highest" if m.higher_is_better else "lowest"
+    lines = [
+        "## Learning rate per arm",
+        "",
+        f"Each arm's learning rate was chosen on the validation split: one run per rate "
+        f"(seed {first['seed']}, {first['runs'][0]['steps']} steps), trained with "
+        f'`tune.split = "validation"` — a fraction {holdout["holdout"]:g} of the training '
+        f"data held out (chosen with seed {holdout['holdout_seed']}) and scored, the test "
+        f"split never read — and the {better} {_header(m)} there won. The final runs above "
+        "used the chosen rate.",
+        "",
+        "| arm | " + " | ".join(f"lr {r:g}" for r in rates) + " | chosen |",
+        "|---|" + "---|" * len(rates) + "---|",
+    ]
+    for arm, record in arms.items():
+        cells = " | ".join(f"{x:.{m.digits + 1}f}" for x in record["scores"])
+        lines.append(f"| {arm} | {cells} | {record['chosen']:g} |")
+    return [*lines, ""]
+
+
+def _arm_lines(results: Mapping[str, Any]) -> list[str]:
+    """What each arm is, when the comparison has more than standard and weighted."""
+    arms = _arms(results)
+    if arms == list(DEFAULT_ARMS):
+        return []
+    described = results.get("arm_descriptions", {})
+    lines = ["Arms:", ""]
+    for arm in arms:
+        text = described.get(arm, "")
+        if arm == "weighted-tuned" and results.get("tuned"):
+            text += f"; tuned density `{results['tuned']}`"
+        lines.append(f"- `{arm}`: {text}.")
+    return [*lines, ""]
 
 
 def report_markdown(
@@ -348,15 +592,22 @@ def report_markdown(
     sections: Sequence[str] = (),
 ) -> str:
     """The Markdown report of a comparison; ``header`` opens it (default: a generic one),
-    ``sections`` follow the main table and its verdict."""
+    ``sections`` follow the main table, its verdict, the arms and the learning-rate
+    sweep."""
     metrics = _metrics(results)
     cfg = results["config"]
     train = validate(cfg)["train"]
     runs = results["runs"]
     steps = train["steps"] if train["steps"] is not None else runs[0]["steps"]
+    arms = _arms(results)
     if header is None:
+        title = (
+            "standard vs weighted convolution"
+            if arms == list(DEFAULT_ARMS)
+            else (" vs ".join(arms))
+        )
         header = [
-            f"# {results['task']}: standard vs weighted convolution ({cfg.get('name', '?')})",
+            f"# {results['task']}: {title} ({cfg.get('name', '?')})",
             "",
             f"Density `{cfg.get('weighted', {}).get('density', 'default')}`; "
             f"{steps} steps of batch {train['batch_size']} per run; seeds "
@@ -366,6 +617,12 @@ def report_markdown(
     defined = " ".join(
         f"{m.label}: {definitions[m.name]}." for m in metrics if m.name in definitions
     )
+    compute = (
+        " Training steps and time are summed over an arm's seeds (time: the trainer's wall "
+        "time in training steps), plus those of its learning-rate sweep."
+        if "compute" in results
+        else ""
+    )
     lines = [
         *header,
         "",
@@ -373,20 +630,23 @@ def report_markdown(
         "",
         verdict(results),
         "",
-        f"{defined} ± is the {definitions['std']}.".strip(),
+        f"{defined} ± is the {definitions['std']}.{compute}".strip(),
         "",
+        *_arm_lines(results),
+        *_sweep_lines(results),
         *([*sections, ""] if sections else []),
         "## Runs",
         "",
         "| seed | method | "
         + " | ".join(_header(m) for m in metrics)
-        + " | steps | train time (s) | samples/s |",
-        "|---|---|" + "---|" * len(metrics) + "---|---|---|",
+        + " | lr | steps | train time (s) | samples/s |",
+        "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
     ]
     for r in runs:
         cells = " | ".join(f"{r[m.name]:.{m.digits + 1}f}" for m in metrics)
+        lr = f"{r['lr']:g}" if "lr" in r else "-"
         lines.append(
-            f"| {r['seed']} | {r['method']} | {cells} | {r['steps']} "
+            f"| {r['seed']} | {r['method']} | {cells} | {lr} | {r['steps']} "
             f"| {r['train_seconds']:.0f} | {r['samples_per_second']:.1f} |"
         )
     machine = results["machine"]
@@ -394,26 +654,47 @@ def report_markdown(
     if results.get("per_item"):
         files.append(f"`per_{results['item']}.csv`")
     files.append("`figure.png`")
+    sweep_seconds = sum(
+        a["train_seconds"] for a in (results.get("lr_sweep") or {}).get("arms", {}).values()
+    )
+    sweep_text = (
+        f" (and {sweep_seconds / 60:.1f} min in the learning-rate sweep)" if sweep_seconds else ""
+    )
+    folders = "each run's `seed-S/METHOD/` folder"
+    if results.get("lr_sweep"):
+        folders += " and each sweep run's `sweep/METHOD/lr-RATE/` folder"
     lines += [
         "",
         f"Machine: {machine['processor']}, {machine['platform']}, {machine['torch_threads']} "
         f"torch threads, device {machine['device']}; ndwconv {results['versions']['ndwconv']}, "
         f"torch {results['versions']['torch']}. Training time, summed over the runs: "
-        f"{sum(r['train_seconds'] for r in runs) / 60:.1f} min; wall time of this invocation "
-        f"(runs resumed here count only their rescoring): {results['wall_seconds'] / 60:.1f} min.",
+        f"{sum(r['train_seconds'] for r in runs) / 60:.1f} min{sweep_text}; wall time of this "
+        "invocation (runs resumed here count only their rescoring): "
+        f"{results['wall_seconds'] / 60:.1f} min.",
         "",
-        f"Files: {', '.join(files)}, and each run's `seed-S/METHOD/` folder (checkpoints, "
-        "`metrics.jsonl`, `curves.png`).",
+        f"Files: {', '.join(files)}, and {folders} (checkpoints, `metrics.jsonl`, `curves.png`).",
         "",
     ]
     return "\n".join(lines)
 
 
+ARM_COLOURS = {
+    "standard": "tab:blue",
+    "weighted": "tab:orange",
+    "standard-phi-init": "tab:green",
+    "weighted-tuned": "tab:red",
+}
+"""The colour of each arm in the comparison figures."""
+
+
 def plot_validation_curves(ax: Any, results: Mapping[str, Any]) -> None:
     """Draw the primary metric of every run's evaluations against the step on ``ax``."""
     m = _metrics(results)[0]
-    colours = {"standard": "tab:blue", "weighted": "tab:orange"}
+    spare = iter(["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"] * 4)
+    colours = dict(ARM_COLOURS)
     for run in results["runs"]:
+        if run["method"] not in colours:
+            colours[run["method"]] = next(spare)
         pts = [(h["step"], h[m.name]) for h in run["history"] if m.name in h]
         if pts:
             ax.plot(

@@ -5,7 +5,7 @@ declared scores (top-1 accuracy, macro F1), the verdict and the runs; this modul
 from each run's ``details`` (the final evaluation's confusion matrix and further scores):
 a table of top-5 accuracy (more than 5 classes), macro precision and recall, the most
 frequent confusions of the first seed, and a figure with the validation curves and the
-two confusion matrices (and, for more than 20 classes, the top confusions as bars).
+confusion matrices of the arms (and, for more than 20 classes, the top confusions as bars).
 """
 
 from __future__ import annotations
@@ -49,13 +49,18 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{values[0]:.2f}"
 
 
+def _arms(results: Mapping[str, Any]) -> list[str]:
+    """The comparison's arms (standard and weighted in results written before arms)."""
+    return list(results.get("arms", METHODS))
+
+
 def _details(results: Mapping[str, Any], method: str) -> list[dict[str, Any]]:
     return [r["details"] for r in results["runs"] if r["method"] == method and "details" in r]
 
 
 def further_table(results: Mapping[str, Any]) -> list[str]:
     """Markdown lines: the further final scores per method, mean ± std over seeds."""
-    per_method = {m: _details(results, m) for m in METHODS}
+    per_method = {m: _details(results, m) for m in _arms(results)}
     if not all(per_method.values()):
         return []
     shown = [(k, label) for k, label in FURTHER if all(k in d for d in per_method["standard"])]
@@ -74,7 +79,7 @@ def further_table(results: Mapping[str, Any]) -> list[str]:
 def confusion_lines(results: Mapping[str, Any], k: int = 5) -> list[str]:
     """Markdown lines: the ``k`` most frequent confusions of each method, first seed."""
     lines = []
-    for method in METHODS:
+    for method in _arms(results):
         details = _details(results, method)
         if not details:
             continue
@@ -126,16 +131,17 @@ def figure(
     results: Mapping[str, Any], panels: Mapping[str, Any], item: str | None, png: Path
 ) -> Path | None:
     """Validation curves and the row-normalised confusion matrices of the first seed's
-    standard and weighted models; with more than 20 classes, also the most frequent
+    model of each arm; with more than 20 classes, also the most frequent
     confusions of the weighted model against the standard one's count of them."""
     try:
         from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
     except ImportError:
         return None
-    first = {m: _details(results, m) for m in METHODS}
+    first = {m: _details(results, m) for m in _arms(results)}
     matrices = {m: np.asarray(d[0]["confusion"], dtype=np.float64) for m, d in first.items() if d}
     many = any(cm.shape[0] > 20 for cm in matrices.values())
-    columns = 1 + len(matrices) + (1 if many and len(matrices) == 2 else 0)
+    pair = "standard" in matrices and "weighted" in matrices
+    columns = 1 + len(matrices) + (1 if many and pair else 0)
     fig = Figure(figsize=(4.6 * columns, 4.4))
     plot_validation_curves(fig.add_subplot(1, columns, 1), results)
     classes: list[str] = []
@@ -154,7 +160,7 @@ def figure(
             ax.set_xticks(ticks, classes, rotation=90, fontsize=6)
             ax.set_yticks(ticks, classes, fontsize=6)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if many and len(matrices) == 2:
+    if many and pair:
         weighted, standard = matrices["weighted"], matrices["standard"]
         pairs = top_confusions(weighted.astype(np.int64), 15)
         ax = fig.add_subplot(1, columns, columns)
