@@ -48,6 +48,7 @@ __all__ = [
     "RESULTS_FORMAT",
     "check_fit",
     "compare",
+    "comparison_title",
     "format_table",
     "plot_validation_curves",
     "report_markdown",
@@ -586,6 +587,14 @@ def _arm_lines(results: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def comparison_title(results: Mapping[str, Any]) -> str:
+    """What a comparison compares, for a report's title: ``standard vs weighted
+    convolution`` for the default arms, else the arms (``standard vs weighted vs
+    standard-phi-init``)."""
+    arms = _arms(results)
+    return "standard vs weighted convolution" if arms == list(DEFAULT_ARMS) else " vs ".join(arms)
+
+
 def report_markdown(
     results: Mapping[str, Any],
     header: Sequence[str] | None = None,
@@ -599,15 +608,9 @@ def report_markdown(
     train = validate(cfg)["train"]
     runs = results["runs"]
     steps = train["steps"] if train["steps"] is not None else runs[0]["steps"]
-    arms = _arms(results)
     if header is None:
-        title = (
-            "standard vs weighted convolution"
-            if arms == list(DEFAULT_ARMS)
-            else (" vs ".join(arms))
-        )
         header = [
-            f"# {results['task']}: {title} ({cfg.get('name', '?')})",
+            f"# {results['task']}: {comparison_title(results)} ({cfg.get('name', '?')})",
             "",
             f"Density `{cfg.get('weighted', {}).get('density', 'default')}`; "
             f"{steps} steps of batch {train['batch_size']} per run; seeds "

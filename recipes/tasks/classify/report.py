@@ -20,9 +20,10 @@ import numpy as np
 
 from ndwconv.adapters.atomic import atomic_write
 
-from ...engine.compare import plot_validation_curves
+from ...engine.compare import comparison_title, plot_validation_curves
 from ...engine.config import validate
 from ...engine.task import METHODS
+from ..holdout import scored_split_line
 from .metrics import top_confusions
 
 __all__ = ["figure", "metric_definitions", "report_header", "report_sections"]
@@ -101,12 +102,12 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
         budget += f" ({cfg['train']['epochs']} epochs)"
     data = cfg.get("data", {})
     lines = [
-        f"# Classification: standard vs weighted convolution ({cfg.get('name', '?')})",
+        f"# Classification: {comparison_title(results)} ({cfg.get('name', '?')})",
         "",
         f"Model `{json.dumps(cfg.get('model', {}))}`, data `{json.dumps(data)}`"
         + (f" from `{results['data'][0]}`" if results.get("data") else "")
         + f", density `{cfg.get('weighted', {}).get('density', 'default')}`; {budget}; "
-        f"seeds {', '.join(map(str, results['seeds']))}. Scores on the test split.",
+        f"seeds {', '.join(map(str, results['seeds']))}. {scored_split_line(cfg)}",
     ]
     return lines
 
