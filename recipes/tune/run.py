@@ -274,8 +274,10 @@ def _learn_freeze(
     runs: Path,
     found: Mapping[str, Any],
     log: EvaluationLog,
+    progress: bool,
 ) -> tuple[DensityFile, float]:
-    """Train once with learned densities, freeze them, go on: the frozen tables."""
+    """Train once with learned densities, freeze them, go on: the frozen tables (the
+    training shows its own progress bar)."""
     start = config.get("weighted", {}).get("density", "default")
     if ndwconv.density.is_density_file(start) or str(start).startswith("learned"):
         raise ValueError(
@@ -300,7 +302,14 @@ def _learn_freeze(
         if run_dir.exists():
             shutil.rmtree(run_dir)
         task = entry.make(cfg, "weighted", data)
-        result = fit(task, cfg, run_dir, progress=False, hooks=[FreezeDensities(at)])
+        result = fit(
+            task,
+            cfg,
+            run_dir,
+            progress=progress,
+            description="learn-freeze",
+            hooks=[FreezeDensities(at)],
+        )
         layers = {}
         for name, layer in ndwconv.weighted_layers(result.model):
             if not isinstance(layer.density, Table):
@@ -420,10 +429,10 @@ def tune(
     metric = _primary(entry, config)
     with RunLock(runs):
         log = EvaluationLog(log_path, fingerprint)
-        bar = _bar(found, progress, len(log))
+        bar = _bar(found, progress and found["method"] != "learn-freeze", len(log))
         try:
             if found["method"] == "learn-freeze":
-                densities, value = _learn_freeze(entry, config, data, runs, found, log)
+                densities, value = _learn_freeze(entry, config, data, runs, found, log, progress)
             else:
                 evaluator = _Evaluator(entry, config, data, runs, space, found, log, workers, bar)
                 try:
