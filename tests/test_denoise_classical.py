@@ -138,7 +138,12 @@ def test_nlmeans_scores_equal_a_direct_call_on_rician_noise(tmp_path):
     clean255 = clean.astype(np.float64) * 255
     direct = (
         nlmeans(
-            noisy[0].double().numpy(), sigma=20 / 255, patch_radius=1, block_radius=2, rician=True
+            noisy[0].double().numpy(),
+            sigma=20 / 255,
+            patch_radius=1,
+            block_radius=2,
+            rician=True,
+            num_threads=1,
         )
         * 255
     )
@@ -148,13 +153,26 @@ def test_nlmeans_scores_equal_a_direct_call_on_rician_noise(tmp_path):
     assert "rician=True" in row["nlmeans_parameters"]
     gaussian = (
         nlmeans(
-            noisy[0].double().numpy(), sigma=20 / 255, patch_radius=1, block_radius=2, rician=False
+            noisy[0].double().numpy(),
+            sigma=20 / 255,
+            patch_radius=1,
+            block_radius=2,
+            rician=False,
+            num_threads=1,
         )
         * 255
     )
     assert abs(_psnr(gaussian, clean255) - row["nlmeans_psnr"]) > 0.05  # rician matters
     ((label, values),) = [(k, v) for k, v in base.baselines([row]).items() if "means" in k]
     assert values["psnr"] == row["nlmeans_psnr"] and "1 block)" in label
+    results = {
+        "config": config,
+        "seeds": [0],
+        "per_item": [{"seed": 0, "method": "standard", **row}],
+    }
+    section = "\n".join(report_sections(results))
+    assert "## Classical yardstick" in section and "Coupé et al. 2008" in section
+    assert "rician=True" in section
 
 
 def test_the_comparison_reports_bm3d_once_on_the_first_seed(tmp_path, image_root, monkeypatch):

@@ -12,16 +12,17 @@ task's ``noise.validation_sigma`` / 255:
   stages (hard thresholding, then Wiener filtering).
 * **Non-local means** for volumes (Coupé et al. 2008, blockwise; dipy's ``nlmeans``):
   ``nlmeans(noisy, sigma=σ/255, patch_radius=1, block_radius=2, rician=…,
-  method="blockwise")``, the radii of dipy's defaults and its T1 example, ``rician=True``
-  for Rician noise (the bias correction of Wiest-Daesslé et al. 2008), ``False`` for
-  Gaussian noise. A 4-D block is filtered frame by frame (dipy's 4-D convention).
+  method="blockwise", num_threads=1)``: the radii of dipy's defaults and its T1
+  example, ``rician=True`` for Rician noise (the bias correction of Wiest-Daesslé et al.
+  2008), ``False`` for Gaussian noise, one thread because several make the result change
+  from run to run. A 4-D block is filtered frame by frame (dipy's 4-D convention).
 
 Both packages are optional (``pip install -e ".[classical]"``); a missing one is reported
 (``missing_package``), never silently left out.
 
-**Series**: two fixed filters, each with its parameters chosen by a grid search on *training* data
-(a noisy and a clean version of the training part at the noise level of the test), then
-applied unchanged to the held-out part:
+**Series**: two fixed filters, each with its parameters chosen by a grid search on
+*training* data (a noisy and a clean version of the training part at the noise level of
+the test), then applied unchanged to the held-out part:
 
 * **Butterworth low-pass**, zero phase: ``scipy.signal.butter(order, cutoff,
   output="sos")`` run forwards and backwards by ``scipy.signal.sosfiltfilt`` (default
@@ -317,7 +318,8 @@ def nlmeans_denoise(noisy: np.ndarray, sigma: float, rician: bool) -> np.ndarray
     """dipy's blockwise non-local means of a noisy volume (3-D, or 4-D frame by frame)
     at the known noise level ``sigma`` (same scale as ``noisy``; for Rician noise the σ
     of the Gaussian noise in each of the two channels): ``nlmeans(noisy, sigma=sigma,
-    patch_radius=1, block_radius=2, rician=rician, method="blockwise")``. Returns
+    patch_radius=1, block_radius=2, rician=rician, method="blockwise", num_threads=1)``
+    (one thread: with several, dipy's result changes from run to run). Returns
     float64 of ``noisy``'s shape; ``noisy`` is not modified.
 
     Raises:
@@ -333,6 +335,7 @@ def nlmeans_denoise(noisy: np.ndarray, sigma: float, rician: bool) -> np.ndarray
         block_radius=NLMEANS_BLOCK_RADIUS,
         rician=bool(rician),
         method="blockwise",
+        num_threads=1,  # several threads make it irreproducible (~0.002 dB between runs)
     )
     return np.asarray(out, dtype=np.float64)
 
@@ -394,7 +397,7 @@ def yardstick_for(spatial_dims: int, kind: str, sigma255: float) -> Yardstick:
             "dipy",
             f"dipy {_version('dipy')} blockwise, sigma = {shown}, patch radius "
             f"{NLMEANS_PATCH_RADIUS}, block radius {NLMEANS_BLOCK_RADIUS}, "
-            f"rician={rician}" + (", frame by frame" if spatial_dims == 4 else ""),
+            f"rician={rician}, one thread" + (", frame by frame" if spatial_dims == 4 else ""),
             lambda noisy: nlmeans_denoise(noisy, sigma, rician),
         )
     raise ValueError(f"spatial_dims must be 2, 3 or 4, got {spatial_dims}")

@@ -92,8 +92,9 @@ _YARDSTICK_WHY = {
     "Gaussian noise of known σ: `bm3d.bm3d(noisy, sigma_psd=σ/255)` on the [0, 1] scale "
     "(`bm3d_rgb` for colour), default profile 'np', both stages",
     "nlmeans": "blockwise non-local means (Coupé et al. 2008), dipy's `nlmeans(noisy, "
-    "sigma=σ/255, patch_radius=1, block_radius=2, rician=...)`: the radii of dipy's "
-    "defaults and T1 example, `rician=True` for Rician noise (bias correction of "
+    "sigma=σ/255, patch_radius=1, block_radius=2, rician=..., num_threads=1)`: the radii "
+    "of dipy's defaults and T1 example, one thread (several make it irreproducible), "
+    "`rician=True` for Rician noise (bias correction of "
     "Wiest-Daesslé et al. 2008), the known σ rather than `estimate_sigma` since the "
     "networks are trained at that σ too",
 }
