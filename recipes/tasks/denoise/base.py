@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ from torch import Tensor, nn
 
 from ...engine.task import METHODS, Metric, loss_by_name
 from ...models import build_model, make_weighted
+from .classical import YARDSTICK_LABELS, Yardstick, missing_package, yardstick_for
 from .inference import denoise_image
 from .metrics import psnr
 
@@ -40,6 +43,10 @@ SERIES_METRICS = (
 
 CLASSICAL_LABELS = {"butterworth": "Butterworth low-pass", "savgol": "Savitzky–Golay"}
 """The classical yardsticks of series denoising, by the prefix of their per-item scores."""
+
+_YARDSTICK_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
+"""Scores of the image/volume yardsticks by (yardstick, item content): every arm of a
+comparison's first seed scores the same items, so each is denoised once."""
 
 LOSS_NAMES = ("mse", "l1", "psnr")
 """The losses ``train.loss`` may name for denoising (default ``mse``)."""
@@ -138,6 +145,45 @@ class DenoisingTask:
     def _ssim(self, estimate: np.ndarray, clean: np.ndarray) -> float:
         raise NotImplementedError
 
+    def yardstick(self) -> Yardstick | None:
+        """The classical yardstick of this task (BM3D for images, non-local means for
+        volumes) at the validation noise, or ``None`` when ``eval.classical`` is off."""
+        if not self.config["eval"].get("classical", True):
+            return None
+        noise = self.config["noise"]
+        return yardstick_for(
+            self.spatial_dims, noise.get("kind", "gaussian"), float(noise["validation_sigma"])
+        )
+
+    def _yardstick_scores(
+        self, yardstick: Yardstick, clean255: np.ndarray, noisy: Tensor, with_ssim: bool
+    ) -> dict[str, Any]:
+        """``KEY_psnr``, ``KEY_ssim``, ``KEY_seconds``, ``KEY_parameters`` of the
+        yardstick on one item, scored as the network's estimates are; cached by the
+        item's content."""
+        array = noisy.detach().to("cpu", torch.float64).numpy()
+        array = np.moveaxis(array, 0, -1)  # channels last, as the clean item
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        digest = hashlib.sha256()
+        for part in (array, np.asarray(clean255, dtype=np.float64)):
+            digest.update(repr(part.shape).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        cache_key = (yardstick.key, yardstick.parameters, digest.hexdigest(), str(with_ssim))
+        if cache_key not in _YARDSTICK_CACHE:
+            started = time.perf_counter()
+            estimate = yardstick.apply(array) * 255.0
+            seconds = time.perf_counter() - started
+            scores: dict[str, Any] = {f"{yardstick.key}_psnr": psnr(estimate, clean255)}
+            if with_ssim:
+                scores[f"{yardstick.key}_ssim"] = self._ssim(estimate, clean255)
+            scores[f"{yardstick.key}_seconds"] = seconds
+            scores[f"{yardstick.key}_parameters"] = yardstick.parameters
+            if len(_YARDSTICK_CACHE) > 4096:
+                _YARDSTICK_CACHE.clear()
+            _YARDSTICK_CACHE[cache_key] = scores
+        return dict(_YARDSTICK_CACHE[cache_key])
+
     def evaluate_items(
         self,
         model: nn.Module,
@@ -145,14 +191,22 @@ class DenoisingTask:
         limit: int | None = None,
         with_ssim: bool = True,
         keep: Sequence[str] = (),
+        classical: bool | None = None,
     ) -> list[dict[str, Any]]:
         """Per-item scores: ``{"image", "psnr", "ssim", "noisy_psnr", "noisy_ssim"}``.
 
         Items named in ``keep`` also carry their estimate (``"estimate"``, 0–255 float).
+        With ``classical`` (default: when ``keep`` names an item, i.e. in the final
+        evaluation of a comparison's first seed) and ``eval.classical`` on, every item
+        also carries the classical yardstick's scores (``bm3d_*`` / ``nlmeans_*``: psnr,
+        ssim, seconds, parameters; each item denoised once per process, see
+        ``yardstick``), or ``KEY_skipped`` (the reason) when its package is missing.
         """
         device = torch.device(device)
         was_training = model.training
         model.eval()
+        yardstick = self.yardstick() if (bool(keep) if classical is None else classical) else None
+        skipped = missing_package(yardstick.key) if yardstick is not None else None
         rows = []
         with torch.no_grad():
             for i, (name, clean, noisy) in enumerate(self.validation):
@@ -165,6 +219,10 @@ class DenoisingTask:
                 row["noisy_psnr"] = psnr(noisy255, clean255)
                 if with_ssim:
                     row["noisy_ssim"] = self._ssim(noisy255, clean255)
+                if yardstick is not None and skipped is not None:
+                    row[f"{yardstick.key}_skipped"] = skipped
+                elif yardstick is not None:
+                    row.update(self._yardstick_scores(yardstick, clean255, noisy, with_ssim))
                 if name in keep:
                     row["estimate"] = estimate
                 rows.append(row)
@@ -190,7 +248,10 @@ class DenoisingTask:
 def baselines(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """The comparison table's reference rows: the noisy input itself; for series also the
     classical filters, their parameters chosen on the training part (named in the label
-    when every series got the same)."""
+    when every series got the same); for images and volumes also the classical yardstick
+    (BM3D, non-local means) where its scores are in ``rows``, its parameters and total
+    time in the label and ``seconds`` beside its scores, or a row with no scores that
+    says why it was not run (its package is missing)."""
     if rows and "noisy_snr" in rows[0]:
         found = {
             "noisy input": {
@@ -206,9 +267,22 @@ def baselines(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
                 m: statistics.fmean(r[f"{key}_{m}"] for r in rows) for m in ("psnr", "snr")
             }
         return found
-    return {
+    found = {
         "noisy input": {
             "psnr": statistics.fmean(r["noisy_psnr"] for r in rows),
             "ssim": statistics.fmean(r["noisy_ssim"] for r in rows),
         }
     }
+    for key, label in YARDSTICK_LABELS.items():
+        if f"{key}_skipped" in rows[0]:
+            found[f"{label}: not run, {rows[0][f'{key}_skipped']}"] = {}
+        elif f"{key}_psnr" in rows[0]:
+            seconds = sum(r[f"{key}_seconds"] for r in rows)
+            items = ("image" if key == "bm3d" else "block") + ("s" if len(rows) != 1 else "")
+            detail = f"{rows[0][f'{key}_parameters']}; {seconds:.1f} s for {len(rows)} {items}"
+            found[f"{label} ({detail})"] = {
+                m: statistics.fmean(r[f"{key}_{m}"] for r in rows)
+                for m in ("psnr", "ssim")
+                if f"{key}_{m}" in rows[0]
+            } | {"seconds": seconds}
+    return found

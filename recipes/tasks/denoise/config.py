@@ -49,8 +49,22 @@ IMAGE_DATA_DEFAULTS: dict[str, Any] = {
     "augment": True,
 }
 NOISE_SCHEMA: dict[str, Any] = {"sigma": (float, str), "validation_sigma": float, "kind": str}
-EVAL_SCHEMA: dict[str, Any] = {"tile": int, "overlap": int, "seed": int, "curve_images": int}
-EVAL_DEFAULTS: dict[str, Any] = {"tile": 0, "overlap": 32, "seed": 0, "curve_images": 0}
+EVAL_SCHEMA: dict[str, Any] = {
+    "tile": int,
+    "overlap": int,
+    "seed": int,
+    "curve_images": int,
+    "classical": bool,
+}
+EVAL_DEFAULTS: dict[str, Any] = {
+    "tile": 0,
+    "overlap": 32,
+    "seed": 0,
+    "curve_images": 0,
+    "classical": True,
+}
+"""``classical``: score the classical yardstick (BM3D on images, non-local means on
+volumes; ``ndwconv.recipes.tasks.denoise.classical``) in a comparison's report."""
 WEIGHTED_SCHEMA: dict[str, Any] = {"density": str}
 TASK_SECTIONS = ("model", "data", "noise", "eval", "weighted")
 

@@ -25,7 +25,10 @@ checked by ``ndwconv.recipes.tasks.denoise.config``):
 ``[eval]``
     ``tile``/``overlap``: evaluate large images in overlapping tiles (0: whole images);
     ``seed``: seed of the validation noise; ``curve_images``: how many validation images
-    the evaluations *during* training use (0: all), the final evaluation uses all.
+    the evaluations *during* training use (0: all), the final evaluation uses all;
+    ``classical`` (default true): a comparison also scores the classical yardstick, BM3D
+    (volumes: non-local means), on its first seed's items
+    (``ndwconv.recipes.tasks.denoise.classical``).
 ``[tune]``
     ``split = "validation"`` (``ndwconv.recipes.engine.config.tuning_split``): the
     fraction ``tune.holdout`` of the *training* images (whole images, chosen by

@@ -15,6 +15,7 @@ from ...engine.compare import plot_validation_curves
 from ...engine.config import validate
 from . import metrics
 from .base import CLASSICAL_LABELS
+from .classical import YARDSTICK_LABELS
 from .config import is_series_config, is_volume_config
 
 __all__ = ["figure", "metric_definitions", "report_header", "report_sections"]
@@ -86,10 +87,58 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def report_sections(results: Mapping[str, Any]) -> list[str]:
-    """Series: the classical filters' chosen parameters per series and their grids."""
-    if not is_series_config(results["config"]):
+_YARDSTICK_WHY = {
+    "bm3d": "BM3D (Dabov et al. 2007), the `bm3d` package's call for additive white "
+    "Gaussian noise of known σ: `bm3d.bm3d(noisy, sigma_psd=σ/255)` on the [0, 1] scale "
+    "(`bm3d_rgb` for colour), default profile 'np', both stages",
+    "nlmeans": "blockwise non-local means (Coupé et al. 2008), dipy's `nlmeans(noisy, "
+    "sigma=σ/255, patch_radius=1, block_radius=2, rician=..., num_threads=1)`: the radii "
+    "of dipy's defaults and T1 example, one thread (several make it irreproducible), "
+    "`rician=True` for Rician noise (bias correction of "
+    "Wiest-Daesslé et al. 2008), the known σ rather than `estimate_sigma` since the "
+    "networks are trained at that σ too",
+}
+
+
+def _yardstick_section(results: Mapping[str, Any]) -> list[str]:
+    """Images and volumes: which classical yardstick was scored, how, and its time; or
+    why it was not."""
+    cfg = results["config"]
+    key = "nlmeans" if is_volume_config(cfg) else "bm3d"
+    label = YARDSTICK_LABELS[key]
+    lines = ["## Classical yardstick", ""]
+    if not cfg.get("eval", {}).get("classical", True):
+        return [
+            *lines,
+            f"{label} was not run: `eval.classical = false` in this configuration "
+            "(`--set eval.classical=true` adds it).",
+        ]
+    seeds = results["seeds"]
+    rows = [r for r in results.get("per_item", []) if r["seed"] == seeds[0]]
+    if not rows:
         return []
+    first = rows[0]
+    if f"{key}_skipped" in first:
+        return [*lines, f"{label} was not run: {first[f'{key}_skipped']}."]
+    if f"{key}_psnr" not in first:
+        return [*lines, f"{label} was not scored in these results."]
+    method = first["method"]
+    scored = [r for r in rows if r["method"] == method]
+    seconds = sum(r[f"{key}_seconds"] for r in scored)
+    return [
+        *lines,
+        f"{_YARDSTICK_WHY[key]}. Applied once to each of the {len(scored)} noisy "
+        "validation items every run is scored on (with the first seed's runs), scored "
+        f"like the networks; {seconds:.1f} s in all ({seconds / len(scored):.2f} s per "
+        "item) on this machine. Call: " + str(first[f"{key}_parameters"]) + ".",
+    ]
+
+
+def report_sections(results: Mapping[str, Any]) -> list[str]:
+    """Series: the classical filters' chosen parameters per series and their grids;
+    images and volumes: the classical yardstick's parameters and time."""
+    if not is_series_config(results["config"]):
+        return _yardstick_section(results)
     seeds = results["seeds"]
     rows = [
         r for r in results.get("per_item", [])
