@@ -557,3 +557,32 @@ def test_every_task_refuses_bad_tune_values_by_name(
     cfg["tune"] = tune
     with pytest.raises(ValueError, match=message):
         ClassifyTask(cfg, "standard")
+
+
+def test_report_headers_say_which_split_was_scored():
+    from ndwconv.recipes.tasks.classify.report import report_header as classify_header
+    from ndwconv.recipes.tasks.denoise.report import report_header as denoise_header
+
+    tune = {"split": "validation", "holdout": 0.25}
+    runs = [{"seed": 0, "method": m, "steps": 5} for m in ("standard", "weighted")]
+    denoise = {
+        "config": {
+            "name": "q",
+            "data": {"train": "embedded:train", "validation": "nope"},
+            "train": {"steps": 5},
+            "tune": tune,
+        },
+        "seeds": [0],
+        "runs": runs,
+    }
+    text = "\n".join(denoise_header(denoise))
+    assert "validation split (tune.split): 25 % of the training data" in text
+    assert "nope" not in text  # the test set it names was not read: not presented as scored
+    classify = {
+        "config": {"name": "c", "train": {"steps": 5}, "tune": tune},
+        "seeds": [0],
+        "runs": runs,
+    }
+    assert "not the test split" in "\n".join(classify_header(classify))
+    classify["config"].pop("tune")
+    assert "Scores on the test split." in "\n".join(classify_header(classify))

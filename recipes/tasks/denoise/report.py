@@ -11,8 +11,9 @@ import numpy as np
 
 from ndwconv.adapters.atomic import atomic_write
 
-from ...engine.compare import plot_validation_curves
+from ...engine.compare import comparison_title, plot_validation_curves
 from ...engine.config import validate
+from ..holdout import is_validation, scored_split_line
 from . import metrics
 from .base import CLASSICAL_LABELS
 from .classical import YARDSTICK_LABELS
@@ -34,12 +35,14 @@ def metric_definitions(config: Mapping[str, Any]) -> dict[str, str]:
     return {
         "psnr": (
             "dB, 0-255 scale of the normalised intensity, vs the clean volume block; "
-            "estimate clipped to [0, 255], not rounded" if volume else
-            "dB, 0-255 scale, vs the clean 8-bit image; estimate clipped to [0, 255], "
+            "estimate clipped to [0, 255], not rounded"
+            if volume
+            else "dB, 0-255 scale, vs the clean 8-bit image; estimate clipped to [0, 255], "
             "not rounded"
         ),
         "ssim": "skimage.metrics.structural_similarity, data_range 255, Gaussian window "
-        "sigma 1.5" + (" along every axis" if volume else "")
+        "sigma 1.5"
+        + (" along every axis" if volume else "")
         + ", population covariance (Wang et al. 2004)",
     }
 
@@ -63,9 +66,8 @@ def _data_line(cfg: Mapping[str, Any], data: Any) -> str:
             f"Data: train {', '.join(f'`{p}`' for p in data)} (--data), validation "
             f"`{section.get('validation', 'holdout')}`."
         )
-    return (
-        f"Data: train `{section.get('train')}`, validation `{section.get('validation')}`"
-        + (f" under `{data[0]}`." if data else ".")
+    return f"Data: train `{section.get('train')}`, validation `{section.get('validation')}`" + (
+        f" under `{data[0]}`." if data else "."
     )
 
 
@@ -75,7 +77,7 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
     train = validate(cfg)["train"]
     noise = cfg.get("noise", {})
     return [
-        f"# Denoising: standard vs weighted convolution ({cfg.get('name', '?')})",
+        f"# Denoising: {comparison_title(results)} ({cfg.get('name', '?')})",
         "",
         f"Model `{json.dumps(cfg.get('model', {}))}`, density "
         f"`{cfg.get('weighted', {}).get('density', 'default')}`; "
@@ -83,7 +85,9 @@ def report_header(results: Mapping[str, Any]) -> list[str]:
         f"{noise.get('validation_sigma', noise.get('sigma'))} "
         f"(validation); {train.get('steps')} steps of batch {train.get('batch_size')} per run; "
         f"seeds {', '.join(map(str, results['seeds']))}.",
-        _data_line(cfg, results.get("data")),
+        _data_line(cfg, results.get("data"))
+        if not is_validation(cfg)
+        else f"Data: train `{cfg.get('data', {}).get('train')}`. {scored_split_line(cfg)}",
     ]
 
 
@@ -141,7 +145,8 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
         return _yardstick_section(results)
     seeds = results["seeds"]
     rows = [
-        r for r in results.get("per_item", [])
+        r
+        for r in results.get("per_item", [])
         if r["seed"] == seeds[0] and r["method"] == "standard"
     ]
     lines = [
@@ -189,15 +194,22 @@ def _series_figure(
         for key, colour in members:
             if key in panels:
                 score = metrics.series_psnr(panels[key], clean)
-                ax.plot(t, panels[key][window], color=colour, lw=0.9, alpha=0.85,
-                        label=f"{key}: {score:.2f} dB (whole part)")
+                ax.plot(
+                    t,
+                    panels[key][window],
+                    color=colour,
+                    lw=0.9,
+                    alpha=0.85,
+                    label=f"{key}: {score:.2f} dB (whole part)",
+                )
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
         ax.set_ylabel("normalised")
     ax.set_xlabel("sample of the held-out part")
-    fig.suptitle(f"{item} (seed {results['seeds'][0]}), samples {start}-{start + length - 1}",
-                 fontsize=10)
+    fig.suptitle(
+        f"{item} (seed {results['seeds'][0]}), samples {start}-{start + length - 1}", fontsize=10
+    )
     fig.tight_layout()
     atomic_write(png, lambda p: fig.savefig(p, dpi=80, format="png"))
     return png
@@ -235,8 +247,13 @@ def figure(
                 index = [slice(None)] * 3
                 index[axis] = centre[axis]
                 a = fig.add_subplot(grid[axis, 1 + i])
-                a.imshow(np.clip(data[tuple(index)], 0, 255).T, cmap="gray", vmin=0,
-                         vmax=255, origin="lower")
+                a.imshow(
+                    np.clip(data[tuple(index)], 0, 255).T,
+                    cmap="gray",
+                    vmin=0,
+                    vmax=255,
+                    origin="lower",
+                )
                 if axis == 0:
                     title = key
                     if key != "clean":
