@@ -111,14 +111,16 @@ def _target(x: torch.Tensor) -> torch.Tensor:
 
 
 class Samples:
-    def __init__(self, indices):
-        self.indices = list(indices)
+    """Training pairs: signals drawn under the run's seed, targets made with TRUE_PHI."""
+
+    def __init__(self, indices, seed):
+        self.indices, self.seed = list(indices), seed
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
-        x = _signal(0, self.indices[i % len(self.indices)])
+        x = _signal(self.seed + 1, self.indices[i % len(self.indices)])
         return x, _target(x)
 
 
@@ -146,10 +148,11 @@ class PhiTask:
         self.split = tuning_split(config)
         train = list(range(100))
         held = int(self.split["holdout"] * len(train))
+        seed = config.get("train", {}).get("seed", 0)
         if self.split["split"] == "validation":
-            self.dataset, self.scored = Samples(train[held:]), train[:held]
+            self.dataset, self.scored = Samples(train[held:], seed), train[:held]
         else:
-            self.dataset, self.scored = Samples(train), list(range(1000, 1040))
+            self.dataset, self.scored = Samples(train, seed), list(range(1000, 1040))
 
     def build_model(self):
         return build_phi_model(self.method, self.config["weighted"]["density"])
@@ -312,6 +315,26 @@ def test_workers_evaluate_the_same_points_to_the_same_result(tmp_path):
     assert [r["point"] for r in two.evaluations] == [r["point"] for r in one.evaluations]
     assert [r["objective"] for r in two.evaluations] == [r["objective"] for r in one.evaluations]
     assert two.densities.shared == one.densities.shared
+
+
+def test_repeats_score_the_mean_over_seeds(tmp_path):
+    def config(seed):  # a rate at which the weights move: each seed trains differently
+        cfg = phi_config(seed=seed)
+        cfg["optim"]["lr"] = 0.05
+        return cfg
+
+    single = [
+        tune(PHI, config(s), tmp_path / f"s{s}.json", budget=1, progress=False).evaluations[0]
+        for s in (4, 5, 6)
+    ]
+    assert len({r["objective"] for r in single}) == 3
+    repeated = tune(PHI, config(4), tmp_path / "r.json", budget=1, repeats=3, progress=False)
+    (record,) = repeated.evaluations
+    assert record["objective"] == pytest.approx(sum(r["objective"] for r in single) / 3, 1e-12)
+    assert [m["mse"] for m in record["per_seed"]] == [r["metrics"]["mse"] for r in single]
+    assert record["steps"] == 6 and repeated.densities.meta["repeats"] == 3
+    with pytest.raises(ValueError, match=r"tune.repeats"):
+        tune(PHI, config(4), tmp_path / "x.json", method="learn-freeze", repeats=2)
 
 
 def test_the_test_split_never_changes_the_search(tmp_path):

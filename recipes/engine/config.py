@@ -211,6 +211,7 @@ TUNE_SCHEMA: dict[str, Any] = {
     "budget": int,
     "steps": int,
     "seed": int,
+    "repeats": int,
     "share": str,
     "bounds": dict,
     "freeze_at": int,

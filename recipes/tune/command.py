@@ -50,6 +50,12 @@ def tune_command(subparsers: argparse._SubParsersAction) -> None:
         help="training steps per evaluation (default: tune.steps, else the configuration's)",
     )
     parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        metavar="R",
+        help="train each point R times (seeds tune.seed …) and score the mean (default 1)",
+    )
+    parser.add_argument(
         "--share", choices=SHARES, help="one profile per kernel size (default), or per layer"
     )
     parser.add_argument(
@@ -105,6 +111,7 @@ def _tune(args: argparse.Namespace) -> int:
         budget=args.budget,
         steps=args.steps,
         share=args.share,
+        repeats=args.repeats,
         workers=args.workers,
         resume=args.resume,
         progress=not args.quiet,

@@ -13,8 +13,11 @@ the test split is never read) from the same initial weights, data order and nois
   them after ``tune.freeze_at`` steps (default: half of the steps) and goes on training
   the weights; the frozen per-layer tables are the result.
 
-Each evaluation is a run folder under ``runs/evals/NNNN`` (its ``metrics.jsonl`` and
-density file; checkpoints are removed once it is scored) and a line of
+With ``tune.repeats = R`` each point is trained ``R`` times (seeds ``tune.seed`` …
+``tune.seed + R − 1``: other initial weights, data order and noise) and scored by the
+mean, which makes the objective less a property of one seed's luck. Each evaluation is a
+folder ``runs/evals/NNNN`` (its density file, and ``seed-S/metrics.jsonl`` per repeat;
+checkpoints are removed once it is scored) and a line of
 ``runs/evaluations.jsonl``; a search started again with ``resume`` replays the logged
 evaluations without training (the methods are deterministic) and goes on, also to a larger
 budget. The result is a density file (``ndwconv.density.file``) that ``ndwconv.convert``,
@@ -31,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "direct-l",
     "budget": 20,
     "seed": 0,
+    "repeats": 1,
     "share": "kernel-size",
     "density_lr": 1e-2,
     "density_decay": 0.0,
@@ -82,12 +87,16 @@ def settings(config: Mapping[str, Any], **given: Any) -> dict[str, Any]:
         )
     if found["share"] not in SHARES:
         raise ValueError(f"tune.share must be one of {', '.join(SHARES)}, got {found['share']!r}")
-    for key in ("budget", "steps", "freeze_at", "seed"):
+    for key in ("budget", "steps", "freeze_at", "seed", "repeats"):
         value = found.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"tune.{key} must be an integer, got {value!r}")
     if found["budget"] < 1:
         raise ValueError(f"tune.budget must be ≥ 1, got {found['budget']}")
+    if found["repeats"] < 1:
+        raise ValueError(f"tune.repeats must be ≥ 1, got {found['repeats']}")
+    if found["repeats"] > 1 and found["method"] == "learn-freeze":
+        raise ValueError("tune.repeats applies to direct-l and line; learn-freeze trains once")
     if found.get("steps") is not None and found["steps"] < 1:
         raise ValueError(f"tune.steps must be ≥ 1, got {found['steps']}")
     if found["seed"] < 0:
@@ -204,9 +213,12 @@ class _Evaluator:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
 
-    def _prepare(self, point: Sequence[float], ahead: int = 0) -> tuple[dict[str, Any], Path]:
-        """The configuration and the fresh folder of the evaluation ``ahead`` places after
-        the next one the log will record."""
+    def _prepare(
+        self, point: Sequence[float], ahead: int = 0
+    ) -> tuple[Path, list[tuple[dict[str, Any], Path]]]:
+        """The fresh folder of the evaluation ``ahead`` places after the next one the log
+        will record, and one ``(configuration, run folder)`` per repeat (seeds
+        ``tune.seed``, ``tune.seed + 1``, …)."""
         index = len(self.log) + ahead
         run_dir = self.runs / "evals" / f"{index:04d}"
         if run_dir.exists():  # an evaluation a kill cut short: start it again
@@ -215,18 +227,30 @@ class _Evaluator:
         path = run_dir / "densities.json"
         densities = self.space.densities(point)
         save_densities(path, densities.shared, densities.layers)
-        cfg = evaluation_config(self.config, str(path), self.found["seed"], self.found.get("steps"))
-        return cfg, run_dir
+        seeds = range(self.found["seed"], self.found["seed"] + self.found["repeats"])
+        steps = self.found.get("steps")
+        jobs = [
+            (evaluation_config(self.config, str(path), seed, steps), run_dir / f"seed-{seed}")
+            for seed in seeds
+        ]
+        return run_dir, jobs
 
-    def _record(self, point: Sequence[float], outcome: Mapping[str, Any], run_dir: Path) -> float:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        value = _score(outcome["metrics"], self.metric)
+    def _record(
+        self, point: Sequence[float], outcomes: Sequence[Mapping[str, Any]], run_dir: Path
+    ) -> float:
+        """Log one evaluation: the mean over its repeats of each metric and of the
+        objective, the repeats' own metrics, and their steps and time summed."""
+        for seed_dir in run_dir.iterdir():
+            shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
+        value = statistics.fmean(_score(o["metrics"], self.metric) for o in outcomes)
+        names = outcomes[0]["metrics"]
         self.log.add(
             point,
             value,
-            metrics=outcome["metrics"],
-            steps=outcome["steps"],
-            seconds=outcome["seconds"],
+            metrics={k: statistics.fmean(float(o["metrics"][k]) for o in outcomes) for k in names},
+            per_seed=[o["metrics"] for o in outcomes] if len(outcomes) > 1 else None,
+            steps=sum(int(o["steps"]) for o in outcomes),
+            seconds=sum(float(o["seconds"]) for o in outcomes),
             run=str(run_dir.relative_to(self.runs)),
         )
         if self.progress is not None:
@@ -237,18 +261,22 @@ class _Evaluator:
         known = self.log.get(point)
         if known is not None:
             return float(known["objective"])
-        cfg, run_dir = self._prepare(point)
-        task = self.entry.make(cfg, "weighted", self.data)
-        result = fit(task, cfg, run_dir, progress=False, description="evaluation")
-        outcome = {
-            "metrics": dict(result.metrics),
-            "steps": result.step,
-            "seconds": result.train_seconds,
-        }
-        return self._record(point, outcome, run_dir)
+        run_dir, jobs = self._prepare(point)
+        outcomes = []
+        for cfg, seed_dir in jobs:
+            task = self.entry.make(cfg, "weighted", self.data)
+            result = fit(task, cfg, seed_dir, progress=False, description="evaluation")
+            outcomes.append(
+                {
+                    "metrics": dict(result.metrics),
+                    "steps": result.step,
+                    "seconds": result.train_seconds,
+                }
+            )
+        return self._record(point, outcomes, run_dir)
 
     def many(self, points: list[list[float]]) -> list[float]:
-        """Score several points, in ``workers`` processes at once."""
+        """Score several points, their repeats in ``workers`` processes at once."""
         if self.workers <= 1:
             return [self(p) for p in points]
         todo = [p for p in points if self.log.get(p) is None]
@@ -258,12 +286,14 @@ class _Evaluator:
             context = multiprocessing.get_context("spawn")
             self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
         futures = [
-            self.pool.submit(_train_one, self.entry, cfg, self.data, str(run_dir), threads)
-            for _, cfg, run_dir in prepared
+            [
+                self.pool.submit(_train_one, self.entry, cfg, self.data, str(seed_dir), threads)
+                for cfg, seed_dir in jobs
+            ]
+            for _, _, jobs in prepared
         ]
-        outcomes = [f.result() for f in futures]
-        for (p, _, run_dir), outcome in zip(prepared, outcomes, strict=True):
-            self._record(p, outcome, run_dir)
+        for (p, run_dir, _), pending in zip(prepared, futures, strict=True):
+            self._record(p, [f.result() for f in pending], run_dir)
         return [float(self.log.get(p)["objective"]) for p in points]  # type: ignore[index]
 
 
@@ -353,6 +383,7 @@ def tune(
     budget: int | None = None,
     steps: int | None = None,
     share: str | None = None,
+    repeats: int | None = None,
     workers: int = 1,
     resume: bool = False,
     progress: bool = True,
@@ -368,9 +399,10 @@ def tune(
         runs: the search's folder (default: ``output`` without suffix + ``.search``):
             ``evaluations.jsonl``, ``evals/``, ``search.png``, ``search.json``.
         data: what ``--data`` gives the task.
-        method, budget, steps, share: override ``tune.method`` (``direct-l``, ``line``,
-            ``learn-freeze``), ``tune.budget`` (evaluations), ``tune.steps`` (training
-            steps per evaluation), ``tune.share`` (``kernel-size`` or ``layer``).
+        method, budget, steps, share, repeats: override ``tune.method`` (``direct-l``,
+            ``line``, ``learn-freeze``), ``tune.budget`` (evaluations), ``tune.steps``
+            (training steps per evaluation), ``tune.share`` (``kernel-size`` or
+            ``layer``), ``tune.repeats`` (trainings per evaluation, scored by the mean).
         workers: evaluations run at once in separate processes (``line`` evaluates both
             neighbours of a value together; ``direct-l`` asks for one point at a time).
             The task's entry is pickled to them: its functions must be module-level.
@@ -393,7 +425,9 @@ def tune(
         raise FileNotFoundError(f"folder {str(output.parent)!r} of the density file does not exist")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer ≥ 1, got {workers!r}")
-    found = settings(config, method=method, budget=budget, steps=steps, share=share)
+    found = settings(
+        config, method=method, budget=budget, steps=steps, share=share, repeats=repeats
+    )
     entry.check_config(evaluation_config(config, "default", found["seed"], found.get("steps")))
     runs = Path(runs) if runs is not None else output.with_suffix(".search")
     runs = check_output_folder(runs, "runs")
@@ -413,6 +447,7 @@ def tune(
         "lower": space.lower,
         "upper": space.upper,
         "seed": found["seed"],
+        "repeats": found["repeats"],
         "steps": found.get("steps"),
         "freeze_at": found.get("freeze_at"),
         "density_lr": found["density_lr"] if found["method"] == "learn-freeze" else None,
@@ -471,6 +506,7 @@ def tune(
             "train_steps": sum(int(r["steps"]) for r in records),
             "train_seconds": sum(float(r["seconds"]) for r in records),
             "seed": found["seed"],
+            "repeats": found["repeats"],
             "holdout": fingerprint["holdout"],
             "wall_seconds_this_invocation": time.perf_counter() - started,
             "date": time.strftime("%Y-%m-%d"),
