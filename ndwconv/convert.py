@@ -147,6 +147,31 @@ def _target(model: nn.Module, inplace: bool) -> nn.Module:
     return model if inplace else copy.deepcopy(model)
 
 
+def _family_for(
+    choose: Callable[[str, nn.Module], DensityLike] | None,
+    fixed: Density | None,
+    name: str,
+    module: nn.Module,
+    caller: str,
+) -> Density | None:
+    """The density of one selected layer: ``fixed``, or what ``choose`` returns for it
+    (``None``: leave the layer alone); a callable's bad answer is an error naming the
+    layer and ``caller``."""
+    if choose is None:
+        assert fixed is not None
+        return fixed
+    chosen = choose(name, module)
+    if chosen is None:
+        return None
+    try:
+        return as_density(chosen)
+    except (ValueError, TypeError) as err:
+        raise type(err)(
+            f"{caller}: the density callable returned {chosen!r} for layer "
+            f"{name or '<root>'!r}: {err}"
+        ) from None
+
+
 def convert(
     model: nn.Module,
     density: DensityLike | Callable[[str, nn.Module], DensityLike] = None,
@@ -233,23 +258,10 @@ def convert(
         if not include_pointwise and all(k == 1 for k in ks):
             plan.append(Replacement(name, kind, None, ks, None, "pointwise kernel"))
             continue
-        if choose is not None:
-            chosen = choose(name, module)
-            if chosen is None:
-                plan.append(
-                    Replacement(name, kind, None, ks, None, "density callable returned None")
-                )
-                continue
-            try:
-                fam = as_density(chosen)
-            except (ValueError, TypeError) as err:
-                raise type(err)(
-                    f"convert: the density callable returned {chosen!r} for layer "
-                    f"{name or '<root>'!r}: {err}"
-                ) from None
-        else:
-            assert fixed is not None
-            fam = fixed
+        fam = _family_for(choose, fixed, name, module, "convert")
+        if fam is None:
+            plan.append(Replacement(name, kind, None, ks, None, "density callable returned None"))
+            continue
         try:
             bound = _bind_density(fam, module)
         except DensityRangeError as err:  # the kernel fits; the layer's dtype does not
@@ -373,20 +385,9 @@ def init_from_density(
             continue
         layer = name or "<root>"
         kind = type(module).__name__
-        if choose is not None:
-            chosen = choose(name, module)
-            if chosen is None:
-                continue
-            try:
-                fam = as_density(chosen)
-            except (ValueError, TypeError) as err:
-                raise type(err)(
-                    f"init_from_density: the density callable returned {chosen!r} for layer "
-                    f"{layer!r}: {err}"
-                ) from None
-        else:
-            assert fixed is not None
-            fam = fixed
+        fam = _family_for(choose, fixed, name, module, "init_from_density")
+        if fam is None:
+            continue
         try:
             bound = _bind_density(fam, module)
         except DensityRangeError as err:

@@ -23,6 +23,8 @@ from torch import nn
 
 pytest.importorskip("safetensors", reason="checkpoints need ndwconv[recipes]")
 
+from test_engine import CLASSES, LENGTH, Blobs
+
 import ndwconv
 import ndwconv.recipes.engine.trainer as trainer
 from ndwconv.cli import main
@@ -33,27 +35,12 @@ from ndwconv.recipes.models import make_weighted
 from ndwconv.recipes.tasks import TaskEntry, get_task, load_model, register_task, unregister_task
 
 compare_module = importlib.import_module("ndwconv.recipes.engine.compare")  # not the function
-CLASSES, LENGTH = 3, 12
 DENSITY = "table:3=0.5;5=0.3,0.7"
 ALL_ARMS = ["standard", "weighted", "standard-phi-init", "weighted-tuned"]
 EVALUATIONS: list[dict] = []
 """Every evaluation of the toy task: split, rate, method, final."""
 VALIDATION_SCORES: dict[tuple[str, float], float] = {}
 """The toy task's score on the validation split, by (method, learning rate)."""
-
-
-class Blobs:
-    """Sample ``i``: a length-12 signal with a bump in the third of its class."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
-        label = int(torch.randint(CLASSES, (), generator=g))
-        x = 0.5 * torch.randn(1, LENGTH, generator=g)
-        x[0, label * 4 : label * 4 + 4] += 1.0
-        return x, label
 
 
 def build_toy(method: str, density: str | None) -> nn.Module:
