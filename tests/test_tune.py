@@ -399,3 +399,25 @@ def test_the_command(tmp_path, capsys):
     assert line.startswith("direct-l: table:3=") and "validation mse" in line
     assert "after 5 evaluation(s), 10 training steps" in line
     assert load_densities(out).meta["method"] == "direct-l"
+
+
+def test_a_comparison_arm_takes_the_file_and_reports_the_search_cost(tmp_path):
+    from ndwconv.recipes.engine import compare
+
+    tune(PHI, phi_config(), tmp_path / "d.json", method="direct-l", budget=3, progress=False)
+    config = {
+        **phi_config(),
+        "compare": {"arms": ["standard", "weighted-tuned"], "tuned": str(tmp_path / "d.json")},
+    }
+    config.pop("tune")
+    results = compare(PHI, config, seeds=[0], out_dir=tmp_path / "cmp", progress=False)
+    assert results["tuned_search"] == {
+        "method": "direct-l",
+        "split": "validation",
+        "evaluations": 3,
+        "train_steps": 6,
+        "train_seconds": pytest.approx(results["tuned_search"]["train_seconds"]),
+    }
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "found by direct-l on the validation split: 3 evaluation(s), 6 training steps" in report
+    assert set(PhiTask.evaluated) == {"validation", "test"}  # the search, then the scores

@@ -362,6 +362,7 @@ def _compare(
         "arms": names,
         "arm_descriptions": {arm.name: arm.description for arm in arms},
         "tuned": settings["tuned"],
+        "tuned_search": _search_of(settings["tuned"]),
         "data": None if data is None else [str(d) for d in data],
         "metric_definitions": definitions,
         "summary": summary,
@@ -572,6 +573,15 @@ def _sweep_lines(results: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _search_of(tuned: str | None) -> dict[str, Any] | None:
+    """What the search that wrote a tuned density file cost (its ``meta``), if it says."""
+    if tuned is None or not ndwconv.density.is_density_file(tuned):
+        return None
+    meta = ndwconv.load_densities(tuned).meta
+    keys = ("method", "split", "evaluations", "train_steps", "train_seconds")
+    return {k: meta[k] for k in keys} if all(k in meta for k in keys) else None
+
+
 def _arm_lines(results: Mapping[str, Any]) -> list[str]:
     """What each arm is, when the comparison has more than standard and weighted."""
     arms = _arms(results)
@@ -583,6 +593,13 @@ def _arm_lines(results: Mapping[str, Any]) -> list[str]:
         text = described.get(arm, "")
         if arm == "weighted-tuned" and results.get("tuned"):
             text += f"; tuned density `{results['tuned']}`"
+            search = results.get("tuned_search")
+            if search:
+                text += (
+                    f", found by {search['method']} on the {search['split']} split: "
+                    f"{search['evaluations']} evaluation(s), {search['train_steps']} training "
+                    f"steps ({search['train_seconds'] / 60:.1f} min), not counted in the table"
+                )
         lines.append(f"- `{arm}`: {text}.")
     return [*lines, ""]
 
