@@ -77,11 +77,37 @@ def test_dncnn_layers_are_plain_torch():
         ({"kernel_size": 0}, "kernel_size"),
         ({"channels": 0}, "channels"),
         ({"depth": 2.5}, "depth"),
+        ({"kernel_size": (3, 3, 1)}, "kernel_size"),  # three sizes for 2 axes
+        ({"kernel_size": (3, 2)}, "kernel_size"),
+        ({"kernel_size": (3, True)}, "kernel_size"),
     ],
 )
 def test_dncnn_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         DnCNN(**kwargs)
+
+
+def test_dncnn_in_plane_kernel_filters_each_slice_as_a_2d_network():
+    """A 3-D DnCNN with (3, 3, 1) kernels is a 2-D DnCNN applied to every slice along the
+    last axis: the 2-D twin gets the same weights (the unit last axis dropped)."""
+    torch.manual_seed(0)
+    net3 = DnCNN(ndim=3, depth=4, width=5, kernel_size=(3, 3, 1)).eval()
+    net2 = DnCNN(ndim=2, depth=4, width=5, kernel_size=3).eval()
+    with torch.no_grad():
+        for mod in net3.body:  # non-trivial batch-norm statistics
+            if isinstance(mod, nn.BatchNorm3d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        state = {k: v.squeeze(-1) if v.dim() == 5 else v for k, v in net3.state_dict().items()}
+    net2.load_state_dict(state)
+    x = torch.randn(2, 1, 9, 8, 5, dtype=torch.float64)
+    net3, net2 = net3.double(), net2.double()
+    with torch.no_grad():
+        whole = net3(x)
+        slices = torch.stack([net2(x[..., k]) for k in range(x.shape[-1])], dim=-1)
+    torch.testing.assert_close(whole, slices, rtol=1e-12, atol=1e-12)
+    assert net3.config["kernel_size"] == [3, 3, 1]
+    assert DnCNN(ndim=2, depth=2, width=2, kernel_size=[3, 3]).config["kernel_size"] == 3
 
 
 def test_dncnn_rejects_wrong_input_shape():
@@ -299,3 +325,18 @@ def test_init_is_deterministic(name, kwargs):
     assert first.keys() == second.keys()
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+
+
+def test_denoiser_description_with_per_axis_kernel_rebuilds_and_size_bound_counts_taps():
+    from ndwconv.recipes.tasks.denoise import MAX_PARAMETERS, model_from_description
+
+    model = {"name": "dncnn", "ndim": 3, "depth": 3, "width": 4, "kernel_size": [3, 3, 1]}
+    net = model_from_description({"model": model, "method": "standard", "density": None})
+    assert [m.kernel_size for m in net.modules() if isinstance(m, nn.Conv3d)] == [(3, 3, 1)] * 3
+    # width² · depth · taps: 512² · 24 · 15³ ≈ 2e10 is over the bound; 3³ taps would not be
+    big = {"name": "dncnn", "ndim": 3, "depth": 24, "width": 512}
+    assert 512**2 * 24 * 15**3 > MAX_PARAMETERS > 512**2 * 24 * 3**3
+    with pytest.raises(ValueError, match="parameters"):
+        model_from_description(
+            {"model": {**big, "kernel_size": [15, 15, 15]}, "method": "standard"}
+        )

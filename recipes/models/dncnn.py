@@ -11,6 +11,7 @@ N-D convolution — which ``make_weighted`` gives a real density.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -25,12 +26,31 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
 
 
+def _kernel_sizes(kernel_size: Any, ndim: int) -> tuple[int, ...]:
+    """``kernel_size`` (an int, or one odd int per spatial axis) as one size per axis."""
+    if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, (str, bytes)):
+        sizes = tuple(kernel_size)
+        if len(sizes) != ndim:
+            raise ValueError(
+                f"kernel_size must be one integer or {ndim} (one per spatial axis), "
+                f"got {list(sizes)}"
+            )
+    else:
+        sizes = (kernel_size,) * ndim
+    for size in sizes:
+        _check_int("kernel_size", size, 1)
+        if size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd ('same' padding), got {kernel_size!r}")
+    return sizes
+
+
 class DnCNN(nn.Module):
     """DnCNN (Zhang et al., 2017): the body predicts the noise, the forward subtracts it.
 
     Layers, as in Section III-A of the paper: ``conv + ReLU``, then ``depth - 2`` ×
     ``conv + BatchNorm + ReLU``, then ``conv``; every convolution has ``kernel_size``
-    taps per axis and "same" zero padding (``kernel_size // 2``). The middle convolutions
+    taps per axis (or per-axis sizes, e.g. ``(3, 3, 1)`` for in-plane filtering of a volume)
+    and "same" zero padding (``kernel_size // 2``). The middle convolutions
     have no bias when ``batch_norm`` is on (BatchNorm's shift makes it redundant); the
     first and the last convolution keep theirs. With ``depth=17, width=64`` and greyscale
     input this is the paper's DnCNN-S (556 097 parameters).
@@ -44,7 +64,8 @@ class DnCNN(nn.Module):
         channels: image channels (1 for greyscale, 3 for colour).
         depth: number of convolutions, ≥ 2 (17 in the paper's DnCNN-S).
         width: feature channels of the hidden convolutions, ≥ 1 (64 in the paper).
-        kernel_size: odd kernel size, ≥ 1 (3 in the paper).
+        kernel_size: odd kernel size, ≥ 1 (3 in the paper), or one odd size per spatial
+            axis (``(3, 3, 1)``: a 3-D network that filters within slices only).
         batch_norm: BatchNorm after each middle convolution.
         residual: return ``x - body(x)`` (the body predicts the noise, as in the paper);
             otherwise return ``body(x)`` directly.
@@ -62,6 +83,8 @@ class DnCNN(nn.Module):
         torch.Size([2, 1, 5, 6, 7])
         >>> DnCNN(ndim=4, depth=3, width=4)(torch.randn(1, 1, 3, 5, 6, 7)).shape  # 3-D + time
         torch.Size([1, 1, 3, 5, 6, 7])
+        >>> DnCNN(ndim=3, depth=2, width=4, kernel_size=(3, 3, 1)).body[0].kernel_size
+        (3, 3, 1)
     """
 
     def __init__(
@@ -70,7 +93,7 @@ class DnCNN(nn.Module):
         channels: int = 1,
         depth: int = 17,
         width: int = 64,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
         batch_norm: bool = True,
         residual: bool = True,
     ):
@@ -79,22 +102,21 @@ class DnCNN(nn.Module):
         _check_int("channels", channels, 1)
         _check_int("depth", depth, 2)
         _check_int("width", width, 1)
-        _check_int("kernel_size", kernel_size, 1)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd ('same' padding), got {kernel_size}")
+        sizes = _kernel_sizes(kernel_size, ndim)
         self.config: dict[str, Any] = {
             "ndim": ndim,
             "channels": channels,
             "depth": depth,
             "width": width,
-            "kernel_size": kernel_size,
+            "kernel_size": sizes[0] if len(set(sizes)) == 1 else list(sizes),
             "batch_norm": bool(batch_norm),
             "residual": bool(residual),
         }
         self.ndim = ndim
         self.channels = channels
         self.residual = bool(residual)
-        conv, pad = conv_type(ndim), kernel_size // 2
+        conv, pad = conv_type(ndim), tuple(k // 2 for k in sizes)
+        kernel_size = sizes
         layers: list[nn.Module] = [
             conv(channels, width, kernel_size, padding=pad),
             nn.ReLU(inplace=True),

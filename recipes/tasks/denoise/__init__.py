@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,12 @@ def _check_model_size(model: Mapping[str, Any]) -> None:
         return value if isinstance(value, int) and not isinstance(value, bool) else default
 
     width, depth = number("width", 64), number("depth", 17)
-    kernel, ndim = number("kernel_size", 3), number("ndim", 2)
-    estimate = width * width * depth * kernel**ndim
+    ndim, kernel = number("ndim", 2), model.get("kernel_size", 3)
+    if isinstance(kernel, (list, tuple)):  # one size per axis
+        taps = math.prod(k if isinstance(k, int) and not isinstance(k, bool) else 3 for k in kernel)
+    else:
+        taps = (kernel if isinstance(kernel, int) and not isinstance(kernel, bool) else 3) ** ndim
+    estimate = width * width * depth * taps
     if estimate > MAX_PARAMETERS:
         raise ValueError(
             f"model.width {width}, model.depth {depth}, model.kernel_size {kernel} and "
