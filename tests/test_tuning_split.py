@@ -21,6 +21,8 @@ import torch
 pytest.importorskip("safetensors", reason="checkpoints need ndwconv[recipes]")
 PIL = pytest.importorskip("PIL.Image")
 
+from test_denoise_series import TINY as SERIES_TINY  # noqa: E402
+
 from ndwconv.recipes.engine import fit, load_config, trainer  # noqa: E402
 from ndwconv.recipes.engine.config import validate  # noqa: E402
 from ndwconv.recipes.tasks.classify import (  # noqa: E402
@@ -287,18 +289,6 @@ def test_volume_validation_never_opens_listed_test_volumes(tmp_path):
 
 
 # --------------------------------------------------------------------------- series
-
-SERIES_TINY = [
-    "model.depth=3",
-    "model.width=4",
-    "data.patch_size=32",
-    "train.steps=2",
-    "train.batch_size=4",
-    "train.eval_every=0",
-    "train.log_every=0",
-    "train.checkpoint_every=0",
-    "train.threads=1",
-]
 
 
 def _series_config(path: Path, *overrides: str) -> dict:
