@@ -183,6 +183,14 @@ def _better(metric: Metric, score: float, best: float) -> bool:
     return score > best if metric.higher_is_better else score < best
 
 
+def _run(
+    task: Any, cfg: Mapping[str, Any], run_dir: Path, resume: bool, progress: bool, what: str
+) -> Any:
+    """``fit`` one run of a comparison, resuming it if asked and it has started."""
+    resume = resume and _has_run(run_dir)
+    return fit(task, cfg, run_dir, resume=resume, progress=progress, description=what)
+
+
 def _sweep(
     entry: Any,
     config: Mapping[str, Any],
@@ -217,16 +225,9 @@ def _sweep(
         if settings["sweep_steps"] is not None:
             cfg["train"].pop("epochs", None)
             cfg["train"]["steps"] = settings["sweep_steps"]
-        task = arm_task(entry, arm, cfg, data)
         run_dir = out / "sweep" / arm.name / f"lr-{rate!r}"
-        result = fit(
-            task,
-            cfg,
-            run_dir,
-            resume=resume and _has_run(run_dir),
-            progress=progress,
-            description=f"sweep {arm.name} lr {rate:g}",
-        )
+        task = arm_task(entry, arm, cfg, data)
+        result = _run(task, cfg, run_dir, resume, progress, f"sweep {arm.name} lr {rate:g}")
         del task
         score = float(result.metrics[metric.name])
         record["scores"].append(score)
@@ -292,14 +293,7 @@ def _compare(
             if hasattr(task, "keep"):
                 task.keep = (first_item,) if seed == seeds[0] and first_item else ()
             run_dir = out / f"seed-{seed}" / method
-            result = fit(
-                task,
-                cfg,
-                run_dir,
-                resume=resume and _has_run(run_dir),
-                progress=progress,
-                description=f"seed {seed} {method}",
-            )
+            result = _run(task, cfg, run_dir, resume, progress, f"seed {seed} {method}")
             scores = dict(result.metrics)
             details = None
             if hasattr(task, "final_details"):  # what a final evaluation leaves besides scores
