@@ -19,6 +19,7 @@ from ndwconv.recipes.engine.task import Metric
 from ndwconv.recipes.models import make_weighted
 from ndwconv.recipes.tasks import TaskEntry, register_task, unregister_task
 from ndwconv.recipes.tune import SearchSpace, direct_l, line_search, tune
+from ndwconv.recipes.tune.run import at_bound
 
 TRUE_PHI = 0.6  # the density that generated the toy task's targets
 WEIGHT = (0.2, 0.5, 0.3)
@@ -219,6 +220,7 @@ def test_tune_finds_the_density_that_made_the_data(tmp_path, method):
     (value,) = load_densities(tmp_path / "d.json").shared.by_size[3]
     assert abs(value - TRUE_PHI) < 0.02
     assert result.value < 1e-4 and result.metric == "mse"
+    assert result.at_bounds == [] and result.densities.meta["at_bounds"] == []
     assert set(PhiTask.evaluated) == {"validation"}  # never the test split
     meta = result.densities.meta
     assert meta["split"] == "validation" and meta["evaluations"] == len(result.evaluations)
@@ -400,6 +402,32 @@ def test_the_command(tmp_path, capsys):
     assert line.startswith("direct-l: table:3=") and "validation mse" in line
     assert "after 5 evaluation(s), 10 training steps" in line
     assert load_densities(out).meta["method"] == "direct-l"
+
+
+def test_a_best_value_on_the_edge_of_its_range_is_reported(tmp_path, capsys):
+    """The density that made the data lies below the range searched: the search ends on
+    the lower bound, and the result, the file and the command say so."""
+    from ndwconv.cli import main
+
+    low = TRUE_PHI + 0.2
+    out = tmp_path / "edge.json"
+    config = tmp_path / "phi.toml"
+    config.write_text(
+        'task = "phi"\n[weighted]\ndensity = "table:0.7"\n[optim]\nlr = 1e-9\n'
+        "[train]\nsteps = 2\nbatch_size = 10\nlog_every = 0\nthreads = 1\n"
+        f'[tune]\nbounds = {{"3" = [[{low}, 1.5]]}}\n'
+    )
+    args = ["tune", "--config", str(config), "--method", "line", "--budget", "6", "--quiet"]
+    assert main([*args, "-o", str(out)]) == 0
+    (edge,) = load_densities(out).meta["at_bounds"]
+    assert edge["bound"] == "lower" and edge["label"] == "k3[0]"
+    assert abs(edge["value"] - low) < 1e-9
+    assert "lies on the lower bound of its range" in capsys.readouterr().err
+
+
+def test_at_bound_names_the_coordinates_near_either_bound():
+    found = at_bound([0.5, 1.0, 1.49, 0.0], [0.5, 0.5, 0.5, -1.0], [1.5, 1.5, 1.5, 1.0], "abcd")
+    assert [(f["label"], f["bound"]) for f in found] == [("a", "lower"), ("c", "upper")]
 
 
 def test_a_comparison_arm_takes_the_file_and_reports_the_search_cost(tmp_path):

@@ -124,6 +124,13 @@ def _tune(args: argparse.Namespace) -> int:
         f"after {meta['evaluations']} evaluation(s), {result.train_steps} training steps "
         f"({result.train_seconds / 60:.1f} min)"
     )
+    for edge in result.at_bounds:
+        print(
+            f"note: the best {edge['label']} = {edge['value']:.4g} lies on the {edge['bound']} "
+            "bound of its range; the optimum may lie outside it (widen it with "
+            "--set 'tune.bounds={\"3\" = [[0.2, 1.5]]}' for k = 3)",
+            file=sys.stderr,
+        )
     print(f"density file: {args.output}", file=sys.stderr)
     if result.figure is not None:
         print(f"figure: {result.figure}", file=sys.stderr)

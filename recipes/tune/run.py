@@ -149,6 +149,9 @@ class TuneResult:
         train_steps: training steps spent over all evaluations.
         train_seconds: their wall time.
         figure: the search's plot (``None`` without matplotlib).
+        at_bounds: the searched values (``direct-l``, ``line``) whose best lies on the
+            edge of its range (``at_bound``): ``{"label", "value", "bound": "lower" |
+            "upper"}`` each; the optimum may lie outside the range (widen ``tune.bounds``).
     """
 
     densities: DensityFile
@@ -158,6 +161,33 @@ class TuneResult:
     train_steps: int
     train_seconds: float
     figure: Path | None
+    at_bounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+EDGE = 0.025
+"""A best value within this fraction of its range from a bound is reported as on it."""
+
+
+def at_bound(
+    point: Sequence[float],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    labels: Sequence[str],
+    edge: float = EDGE,
+) -> list[dict[str, Any]]:
+    """The coordinates of ``point`` within ``edge`` × (upper − lower) of a bound.
+
+    >>> at_bound([0.51, 1.0], [0.5, 0.5], [1.5, 1.5], ["k3[0]", "k5[1]"])
+    [{'label': 'k3[0]', 'value': 0.51, 'bound': 'lower'}]
+    """
+    found = []
+    for label, x, lo, hi in zip(labels, point, lower, upper, strict=True):
+        margin = edge * (hi - lo)
+        if x <= lo + margin:
+            found.append({"label": label, "value": float(x), "bound": "lower"})
+        elif x >= hi - margin:
+            found.append({"label": label, "value": float(x), "bound": "upper"})
+    return found
 
 
 def _primary(entry: Any, config: Mapping[str, Any]) -> Any:
@@ -465,6 +495,7 @@ def tune(
     with RunLock(runs):
         log = EvaluationLog(log_path, fingerprint)
         bar = _bar(found, progress and found["method"] != "learn-freeze", len(log))
+        edges: list[dict[str, Any]] = []
         try:
             if found["method"] == "learn-freeze":
                 densities, value = _learn_freeze(entry, config, data, runs, found, log, progress)
@@ -485,6 +516,7 @@ def tune(
                 finally:
                     evaluator.close()
                 densities, value = space.densities(best.point), best.value
+                edges = at_bound(best.point, space.lower, space.upper, space.labels)
         finally:
             if bar is not None:
                 bar.close()
@@ -508,6 +540,7 @@ def tune(
             "seed": found["seed"],
             "repeats": found["repeats"],
             "holdout": fingerprint["holdout"],
+            "at_bounds": edges,
             "wall_seconds_this_invocation": time.perf_counter() - started,
             "date": time.strftime("%Y-%m-%d"),
             "machine": platform.platform(),
@@ -531,6 +564,7 @@ def tune(
         train_steps=meta["train_steps"],
         train_seconds=meta["train_seconds"],
         figure=figure,
+        at_bounds=edges,
     )
 
 
