@@ -116,17 +116,16 @@ class DnCNN(nn.Module):
         self.channels = channels
         self.residual = bool(residual)
         conv, pad = conv_type(ndim), tuple(k // 2 for k in sizes)
-        kernel_size = sizes
         layers: list[nn.Module] = [
-            conv(channels, width, kernel_size, padding=pad),
+            conv(channels, width, sizes, padding=pad),
             nn.ReLU(inplace=True),
         ]
         for _ in range(depth - 2):
-            layers.append(conv(width, width, kernel_size, padding=pad, bias=not batch_norm))
+            layers.append(conv(width, width, sizes, padding=pad, bias=not batch_norm))
             if batch_norm:
                 layers.append(norm(ndim, width))
             layers.append(nn.ReLU(inplace=True))
-        layers.append(conv(width, channels, kernel_size, padding=pad))
+        layers.append(conv(width, channels, sizes, padding=pad))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

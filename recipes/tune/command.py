@@ -127,8 +127,8 @@ def _tune(args: argparse.Namespace) -> int:
     for edge in result.at_bounds:
         print(
             f"note: the best {edge['label']} = {edge['value']:.4g} lies on the {edge['bound']} "
-            "bound of its range; the optimum may lie outside it (widen it with "
-            "--set 'tune.bounds={\"3\" = [[0.2, 1.5]]}' for k = 3)",
+            "bound of its range; the optimum may lie outside it (widen the range with "
+            "tune.bounds)",
             file=sys.stderr,
         )
     print(f"density file: {args.output}", file=sys.stderr)

@@ -161,7 +161,11 @@ class TuneResult:
     train_steps: int
     train_seconds: float
     figure: Path | None
-    at_bounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def at_bounds(self) -> list[dict[str, Any]]:
+        """``meta["at_bounds"]`` of the density file written."""
+        return list(self.densities.meta.get("at_bounds", []))
 
 
 EDGE = 0.025
@@ -564,7 +568,6 @@ def tune(
         train_steps=meta["train_steps"],
         train_seconds=meta["train_seconds"],
         figure=figure,
-        at_bounds=edges,
     )
 
 

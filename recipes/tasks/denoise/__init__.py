@@ -150,10 +150,8 @@ def _check_model_size(model: Mapping[str, Any]) -> None:
 
     width, depth = number("width", 64), number("depth", 17)
     ndim, kernel = number("ndim", 2), model.get("kernel_size", 3)
-    if isinstance(kernel, (list, tuple)):  # one size per axis
-        taps = math.prod(k if isinstance(k, int) and not isinstance(k, bool) else 3 for k in kernel)
-    else:
-        taps = (kernel if isinstance(kernel, int) and not isinstance(kernel, bool) else 3) ** ndim
+    sizes = kernel if isinstance(kernel, (list, tuple)) else [kernel] * ndim
+    taps = math.prod(k if isinstance(k, int) and not isinstance(k, bool) else 3 for k in sizes)
     estimate = width * width * depth * taps
     if estimate > MAX_PARAMETERS:
         raise ValueError(
