@@ -10,6 +10,7 @@ scored with a NumPy PSNR and scikit-image's SSIM written out here; so the wiring
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 
@@ -175,7 +176,9 @@ def test_nlmeans_scores_equal_a_direct_call_on_rician_noise(tmp_path):
     assert "rician=True" in section
 
 
-def test_the_comparison_reports_bm3d_once_on_the_first_seed(tmp_path, image_root, monkeypatch):
+@pytest.fixture
+def bm3d_calls(monkeypatch) -> list[float]:
+    """The σ of every BM3D call, with nothing cached in this process."""
     bm3d = pytest.importorskip("bm3d")
     calls = []
     real = bm3d.bm3d
@@ -186,6 +189,12 @@ def test_the_comparison_reports_bm3d_once_on_the_first_seed(tmp_path, image_root
 
     monkeypatch.setattr(bm3d, "bm3d", counting)
     monkeypatch.setattr(base, "_YARDSTICK_CACHE", {})
+    monkeypatch.setattr(base, "_YARDSTICK_FILES_READ", set())
+    return calls
+
+
+def test_the_comparison_reports_bm3d_once_on_the_first_seed(tmp_path, image_root, bm3d_calls):
+    calls = bm3d_calls
     results = compare(
         DENOISE,
         _image_config(),
@@ -206,6 +215,48 @@ def test_the_comparison_reports_bm3d_once_on_the_first_seed(tmp_path, image_root
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"| {label} | {scores['psnr']:.2f} | {scores['ssim']:.4f} | - |" in report
     assert "## Classical yardstick" in report and "Dabov et al. 2007" in report
+
+
+def test_a_resumed_comparison_reads_bm3d_back_instead_of_running_it_again(
+    tmp_path, image_root, monkeypatch, bm3d_calls
+):
+    calls = bm3d_calls
+    out = tmp_path / "out"
+    first = compare(
+        DENOISE, _image_config(), seeds=[0], out_dir=out, data=[str(image_root)], progress=False
+    )
+    assert len(calls) == 1 and (out / "classical-cache.jsonl").is_file()
+    # a new process: nothing in memory; an interrupted write left half a line behind
+    monkeypatch.setattr(base, "_YARDSTICK_CACHE", {})
+    monkeypatch.setattr(base, "_YARDSTICK_FILES_READ", set())
+    with open(out / "classical-cache.jsonl", "a") as f:
+        f.write('{"key": ["bm3d", "cut sh')
+    again = compare(
+        DENOISE,
+        _image_config(),
+        seeds=[0],
+        out_dir=out,
+        data=[str(image_root)],
+        progress=False,
+        resume=True,
+    )
+    assert len(calls) == 1  # read back, not run again
+    assert again["summary"]["baselines"] == first["summary"]["baselines"]
+    # a changed noise level is another key: computed, and appended on a line of its own
+    monkeypatch.setattr(base, "_YARDSTICK_FILES_READ", set())
+    other = _image_config()
+    other["noise"]["validation_sigma"] = 2 * SIGMA
+    task = DenoiseTask(other, "standard", image_root)
+    task.yardstick_cache = out / "classical-cache.jsonl"
+    task.evaluate_items(task.build_model(), classical=True)
+    assert calls == [SIGMA / 255, 2 * SIGMA / 255]
+    lines = (out / "classical-cache.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith("cut sh")
+    assert [json.loads(lines[i])["scores"]["bm3d_psnr"] for i in (0,)] == [
+        pytest.approx(first["summary"]["baselines"][k]["psnr"])
+        for k in first["summary"]["baselines"]
+        if k.startswith("BM3D")
+    ]
 
 
 def test_a_missing_package_is_reported_not_dropped(tmp_path, image_root, monkeypatch):

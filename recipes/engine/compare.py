@@ -292,6 +292,8 @@ def _compare(
                 panels.update(references)
             if hasattr(task, "keep"):
                 task.keep = (first_item,) if seed == seeds[0] and first_item else ()
+            if hasattr(task, "yardstick_cache"):  # a resumed comparison reads it back
+                task.yardstick_cache = out / "classical-cache.jsonl"
             run_dir = out / f"seed-{seed}" / method
             result = _run(task, cfg, run_dir, resume, progress, f"seed {seed} {method}")
             scores = dict(result.metrics)

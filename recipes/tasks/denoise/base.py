@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,36 @@ CLASSICAL_LABELS = {"butterworth": "Butterworth low-pass", "savgol": "Savitzkyâ€
 _YARDSTICK_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
 """Scores of the image/volume yardsticks by (yardstick, item content): every arm of a
 comparison's first seed scores the same items, so each is denoised once."""
+_YARDSTICK_FILES_READ: set[Path] = set()
+
+
+def _read_yardstick_file(path: Path) -> None:
+    """Add a yardstick cache file's entries to the in-process cache (once per file); a
+    line cut short by an interrupted write is skipped, its item computed again."""
+    if path in _YARDSTICK_FILES_READ or not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+            _YARDSTICK_CACHE[tuple(entry["key"])] = dict(entry["scores"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    _YARDSTICK_FILES_READ.add(path)
+
+
+def _append_yardstick_file(path: Path, key: tuple[str, ...], scores: Mapping[str, Any]) -> None:
+    """Append one entry to a yardstick cache file, on a line of its own even after a
+    line an interrupted write cut short."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"key": list(key), "scores": dict(scores)}) + "\n"
+    with open(path, "a+b") as f:
+        size = f.seek(0, 2)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode("utf-8"))
+
 
 LOSS_NAMES = ("mse", "l1", "psnr")
 """The losses ``train.loss`` may name for denoising (default ``mse``)."""
@@ -76,9 +108,7 @@ def with_train_data(
     return {**config, "data": {**config.get("data", {}), "train": train}}
 
 
-def build_denoiser(
-    model: Mapping[str, Any], method: str, density: str | None
-) -> nn.Module:
+def build_denoiser(model: Mapping[str, Any], method: str, density: str | None) -> nn.Module:
     """The network of a ``[model]`` table (``name`` plus constructor arguments), made
     weighted with ``density`` when ``method`` is ``"weighted"``.
 
@@ -115,6 +145,9 @@ class DenoisingTask:
         """Validation items whose estimates the final evaluation keeps."""
         self.final_rows: list[dict[str, Any]] | None = None
         """Per-item scores of the last final evaluation (see ``evaluate_items``)."""
+        self.yardstick_cache: Path | None = None
+        """A JSONL file keeping the classical yardstick's scores across processes (a
+        comparison's ``classical-cache.jsonl``), so that ``--resume`` does not run it again."""
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self._loss(output, target)
@@ -160,7 +193,8 @@ class DenoisingTask:
     ) -> dict[str, Any]:
         """``KEY_psnr``, ``KEY_ssim``, ``KEY_seconds``, ``KEY_parameters`` of the
         yardstick on one item, scored as the network's estimates are; cached by the
-        item's content."""
+        item's content (and the parameters, which name the package's version), in this
+        process and in ``yardstick_cache``."""
         array = noisy.detach().to("cpu", torch.float64).numpy()
         array = np.moveaxis(array, 0, -1)  # channels last, as the clean item
         if array.shape[-1] == 1:
@@ -170,6 +204,8 @@ class DenoisingTask:
             digest.update(repr(part.shape).encode())
             digest.update(np.ascontiguousarray(part).tobytes())
         cache_key = (yardstick.key, yardstick.parameters, digest.hexdigest(), str(with_ssim))
+        if cache_key not in _YARDSTICK_CACHE and self.yardstick_cache is not None:
+            _read_yardstick_file(self.yardstick_cache)
         if cache_key not in _YARDSTICK_CACHE:
             started = time.perf_counter()
             estimate = yardstick.apply(array) * 255.0
@@ -181,7 +217,10 @@ class DenoisingTask:
             scores[f"{yardstick.key}_parameters"] = yardstick.parameters
             if len(_YARDSTICK_CACHE) > 4096:
                 _YARDSTICK_CACHE.clear()
+                _YARDSTICK_FILES_READ.clear()
             _YARDSTICK_CACHE[cache_key] = scores
+            if self.yardstick_cache is not None:
+                _append_yardstick_file(self.yardstick_cache, cache_key, scores)
         return dict(_YARDSTICK_CACHE[cache_key])
 
     def evaluate_items(
