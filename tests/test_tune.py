@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -318,6 +322,66 @@ def test_workers_evaluate_the_same_points_to_the_same_result(tmp_path):
     assert [r["point"] for r in two.evaluations] == [r["point"] for r in one.evaluations]
     assert [r["objective"] for r in two.evaluations] == [r["objective"] for r in one.evaluations]
     assert two.densities.shared == one.densities.shared
+
+
+TORCHRUN_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_tune import PHI, phi_config
+from ndwconv.recipes.tasks import register_task
+from ndwconv.recipes.tune import tune
+
+register_task(PHI, replace=True)
+config = phi_config()
+config["optim"]["lr"] = 0.05  # the weights move: the ranks' gradients are averaged
+result = tune(PHI, config, sys.argv[2], method=sys.argv[3], budget=4, progress=False)
+rank = int(os.environ["RANK"])
+assert not torch.distributed.is_initialized()  # the search left the process group
+print(json.dumps({"rank": rank, "shared": str(result.densities.shared),
+                  "layers": {k: str(v) for k, v in result.densities.layers.items()},
+                  "objectives": [r["objective"] for r in result.evaluations]}))
+"""
+
+
+def test_under_torchrun_two_ranks_search_as_one_process_does(tmp_path):
+    script = tmp_path / "search.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+    command += ["--nproc_per_node", "2", str(script), str(Path(__file__).parent)]
+    command += [str(tmp_path / "ddp.json"), "direct-l"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = sorted(
+        (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")),
+        key=lambda r: r["rank"],
+    )
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0] == {**ranks[1], "rank": 0}  # every rank returns the search's result
+
+    config = phi_config()
+    config["optim"]["lr"] = 0.05
+    single = tune(PHI, config, tmp_path / "one.json", budget=4, progress=False)
+    log = (tmp_path / "ddp.search" / "evaluations.jsonl").read_text().splitlines()
+    assert len(log) == 1 + len(single.evaluations) == 5  # rank 0 alone logged, each once
+    assert ranks[0]["objectives"] == pytest.approx(
+        [r["objective"] for r in single.evaluations], rel=1e-5, abs=1e-12
+    )
+    found = load_densities(tmp_path / "ddp.json")
+    assert found.shared == single.densities.shared
+    assert found.meta["evaluations"] == 4
+
+
+def test_under_torchrun_what_cannot_run_data_parallel_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="learn-freeze cannot run under torchrun"):
+        tune(PHI, phi_config(), tmp_path / "d.json", method="learn-freeze", progress=False)
+    with pytest.raises(ValueError, match="workers=2 with torchrun"):
+        tune(PHI, phi_config(), tmp_path / "d.json", workers=2, progress=False)
+    assert not (tmp_path / "d.search").exists()
 
 
 def test_repeats_score_the_mean_over_seeds(tmp_path):

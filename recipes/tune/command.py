@@ -5,6 +5,7 @@
     ndwconv tune --config quick-classify --method direct-l --budget 20 -o densities.json
     ndwconv tune --config quick --method learn-freeze --steps 400 -o learned.json
     ndwconv compare denoise --config quick --density densities.json
+    torchrun --nproc_per_node 2 -m ndwconv tune --config quick -o densities.json  # DDP
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def tune_command(subparsers: argparse._SubParsersAction) -> None:
         "its training data (tune.split = validation; the test split is never read): every "
         "evaluation trains from the same initial weights, data order and noise and reads the "
         "task's primary metric. Writes the density file (-o), which --density, "
-        "ndwconv.convert and Table.load accept, and RUNS/search.png, RUNS/evaluations.jsonl.",
+        "ndwconv.convert and Table.load accept, and RUNS/search.png, RUNS/evaluations.jsonl. "
+        "Under torchrun --nproc_per_node N the ranks train each evaluation together "
+        "(data-parallel, as ndwconv train does); rank 0 searches and writes.",
         epilog="example: ndwconv tune --config quick-classify --method direct-l --budget 20 "
         "-o densities.json",
     )
@@ -76,7 +79,11 @@ def tune_command(subparsers: argparse._SubParsersAction) -> None:
         help="override a configuration value, e.g. --set tune.holdout=0.25 (repeatable)",
     )
     parser.add_argument(
-        "--workers", type=positive_int, default=1, metavar="N", help="evaluations run at once"
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="evaluations run at once, in N processes (not under torchrun)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the search logged in --runs"
@@ -87,6 +94,7 @@ def tune_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _tune(args: argparse.Namespace) -> int:
     from ..engine.config import load_config, validate
+    from ..engine.distributed import shard
     from ..tasks import get_task
     from .run import tune
 
@@ -116,6 +124,8 @@ def _tune(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
+    if shard()[0] != 0:  # under torchrun rank 0 reports
+        return 0
     meta: dict[str, Any] = dict(result.densities.meta)
     found = result.densities
     what = str(found.shared) if found.shared is not None else f"{len(found.layers)} layer tables"

@@ -41,14 +41,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import ndwconv
 from ndwconv.adapters.atomic import write_json
 from ndwconv.density import DensityFile, Table, save_densities
 
 from ..engine.config import check_section, validate
+from ..engine.distributed import distribution, shard
 from ..engine.lock import RunLock, check_output_folder
-from ..engine.trainer import FreezeDensities, fit
+from ..engine.trainer import FreezeDensities, TrainResult, fit
 from .search import EvaluationLog, direct_l, line_search
 from .space import SHARES, SearchSpace
 
@@ -204,6 +206,25 @@ def _score(metrics: Mapping[str, float], metric: Any) -> float:
     return -value if metric.higher_is_better else value
 
 
+def _fit_evaluation(
+    entry: Any,
+    cfg: dict[str, Any],
+    data: Sequence[str] | None,
+    run_dir: Path,
+    progress: bool,
+    description: str,
+    freeze_at: int | None,
+) -> TrainResult:
+    task = entry.make(cfg, "weighted", data)
+    hooks = [FreezeDensities(freeze_at)] if freeze_at is not None else []
+    return fit(task, cfg, run_dir, progress=progress, description=description, hooks=hooks)
+
+
+def _outcome(result: TrainResult) -> dict[str, Any]:
+    """What the log needs of one evaluation's training."""
+    return {"metrics": dict(result.metrics), "steps": result.step, "seconds": result.train_seconds}
+
+
 def _train_one(
     entry: Any,
     cfg: dict[str, Any],
@@ -215,9 +236,62 @@ def _train_one(
     that a spawned process can run it; ``entry`` is pickled, which a ``TaskEntry`` made of
     module-level functions, as the built-in ones are, allows)."""
     torch.set_num_threads(threads)
-    task = entry.make(cfg, "weighted", data)
-    result = fit(task, cfg, run_dir, progress=False, description="evaluation")
-    return {"metrics": dict(result.metrics), "steps": result.step, "seconds": result.train_seconds}
+    return _outcome(_fit_evaluation(entry, cfg, data, Path(run_dir), False, "evaluation", None))
+
+
+class _Group:
+    """The processes of a search: one, or the ranks of a ``torchrun`` group. Rank 0
+    searches, logs and writes; every other rank follows it, training each evaluation
+    together with it (one data-parallel ``fit`` per evaluation, in a process group joined
+    once for the whole search)."""
+
+    def __init__(self, device_name: str):
+        self.ctx, _ = distribution(device_name)
+
+    def _broadcast(self, message: Any) -> Any:
+        box = [message]
+        device = None
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        dist.broadcast_object_list(box, src=0, device=device)
+        return box[0]
+
+    def fit(
+        self,
+        entry: Any,
+        cfg: dict[str, Any],
+        data: Sequence[str] | None,
+        run_dir: Path,
+        progress: bool = False,
+        description: str = "evaluation",
+        freeze_at: int | None = None,
+    ) -> TrainResult:
+        """Train one evaluation (on rank 0, which tells the other ranks to join in)."""
+        if self.ctx.world > 1:
+            self._broadcast(("fit", cfg, str(run_dir), description, freeze_at))
+        return _fit_evaluation(entry, cfg, data, run_dir, progress, description, freeze_at)
+
+    def follow(self, entry: Any, data: Sequence[str] | None) -> TuneResult:
+        """A rank other than 0: train what rank 0 asks, until it sends the result."""
+        while True:
+            message = self._broadcast(None)
+            if message[0] == "done":
+                self.close()
+                return message[1]
+            _, cfg, run_dir, description, freeze_at = message
+            _fit_evaluation(entry, cfg, data, Path(run_dir), False, description, freeze_at)
+
+    def finish(self, result: TuneResult) -> TuneResult:
+        """Rank 0: send the result to the other ranks, which then stop following."""
+        if self.ctx.world > 1:
+            self._broadcast(("done", result))
+        self.close()
+        return result
+
+    def close(self) -> None:
+        if self.ctx.owned:
+            self.ctx.barrier()
+            dist.destroy_process_group()
 
 
 class _Evaluator:
@@ -234,9 +308,11 @@ class _Evaluator:
         log: EvaluationLog,
         workers: int,
         progress: Any,
+        group: _Group,
     ):
         self.entry, self.config, self.data, self.runs = entry, config, data, runs
         self.space, self.found, self.log, self.workers = space, found, log, workers
+        self.group = group
         self.metric = _primary(entry, config)
         self.progress = progress
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -296,17 +372,7 @@ class _Evaluator:
         if known is not None:
             return float(known["objective"])
         run_dir, jobs = self._prepare(point)
-        outcomes = []
-        for cfg, seed_dir in jobs:
-            task = self.entry.make(cfg, "weighted", self.data)
-            result = fit(task, cfg, seed_dir, progress=False, description="evaluation")
-            outcomes.append(
-                {
-                    "metrics": dict(result.metrics),
-                    "steps": result.step,
-                    "seconds": result.train_seconds,
-                }
-            )
+        outcomes = [_outcome(self.group.fit(self.entry, cfg, self.data, d)) for cfg, d in jobs]
         return self._record(point, outcomes, run_dir)
 
     def many(self, points: list[list[float]]) -> list[float]:
@@ -339,6 +405,7 @@ def _learn_freeze(
     found: Mapping[str, Any],
     log: EvaluationLog,
     progress: bool,
+    group: _Group,
 ) -> tuple[DensityFile, float]:
     """Train once with learned densities, freeze them, go on: the frozen tables (the
     training shows its own progress bar)."""
@@ -365,15 +432,7 @@ def _learn_freeze(
         run_dir = runs / "evals" / "0000"
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        task = entry.make(cfg, "weighted", data)
-        result = fit(
-            task,
-            cfg,
-            run_dir,
-            progress=progress,
-            description="learn-freeze",
-            hooks=[FreezeDensities(at)],
-        )
+        result = group.fit(entry, cfg, data, run_dir, progress, "learn-freeze", freeze_at=at)
         layers = {}
         for name, layer in ndwconv.weighted_layers(result.model):
             if not isinstance(layer.density, Table):
@@ -463,6 +522,19 @@ def tune(
         config, method=method, budget=budget, steps=steps, share=share, repeats=repeats
     )
     entry.check_config(evaluation_config(config, "default", found["seed"], found.get("steps")))
+    if shard()[1] > 1 and workers > 1:
+        raise ValueError(
+            f"workers={workers} with torchrun: under torchrun the ranks train each evaluation "
+            "together; give workers=1 (--workers 1)"
+        )
+    if shard()[1] > 1 and found["method"] == "learn-freeze":
+        raise ValueError(
+            "method learn-freeze cannot run under torchrun: freezing removes the densities' "
+            "parameters mid-training, which a data-parallel model cannot; run it in one process"
+        )
+    group = _Group(validate(config)["train"]["device"])
+    if not group.ctx.main:
+        return group.follow(entry, data)
     runs = Path(runs) if runs is not None else output.with_suffix(".search")
     runs = check_output_folder(runs, "runs")
     log_path = runs / "evaluations.jsonl"
@@ -502,9 +574,13 @@ def tune(
         edges: list[dict[str, Any]] = []
         try:
             if found["method"] == "learn-freeze":
-                densities, value = _learn_freeze(entry, config, data, runs, found, log, progress)
+                densities, value = _learn_freeze(
+                    entry, config, data, runs, found, log, progress, group
+                )
             else:
-                evaluator = _Evaluator(entry, config, data, runs, space, found, log, workers, bar)
+                evaluator = _Evaluator(
+                    entry, config, data, runs, space, found, log, workers, bar, group
+                )
                 try:
                     if found["method"] == "direct-l":
                         best = direct_l(evaluator, space.lower, space.upper, found["budget"])
@@ -560,7 +636,7 @@ def tune(
         written = save_densities(output, densities.shared, densities.layers, meta)
         write_json(runs / "search.json", written.to_dict())
         figure = plot_search(records, written, metric, runs / "search.png")
-    return TuneResult(
+    result = TuneResult(
         densities=written,
         metric=metric.name,
         value=score,
@@ -569,6 +645,7 @@ def tune(
         train_seconds=meta["train_seconds"],
         figure=figure,
     )
+    return group.finish(result)
 
 
 def _bar(found: Mapping[str, Any], progress: bool, done: int) -> Any:
