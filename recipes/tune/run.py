@@ -268,7 +268,7 @@ class _Group:
     ) -> TrainResult:
         """Train one evaluation (on rank 0, which tells the other ranks to join in)."""
         if self.ctx.world > 1:
-            self._broadcast(("fit", cfg, str(run_dir), description, freeze_at))
+            self._broadcast(("fit", cfg, str(run_dir), description))  # learn-freeze: 1 rank
         return _fit_evaluation(entry, cfg, data, run_dir, progress, description, freeze_at)
 
     def follow(self, entry: Any, data: Sequence[str] | None) -> TuneResult:
@@ -278,8 +278,8 @@ class _Group:
             if message[0] == "done":
                 self.close()
                 return message[1]
-            _, cfg, run_dir, description, freeze_at = message
-            _fit_evaluation(entry, cfg, data, Path(run_dir), False, description, freeze_at)
+            _, cfg, run_dir, description = message
+            _fit_evaluation(entry, cfg, data, Path(run_dir), False, description, None)
 
     def finish(self, result: TuneResult) -> TuneResult:
         """Rank 0: send the result to the other ranks, which then stop following."""
@@ -522,12 +522,13 @@ def tune(
         config, method=method, budget=budget, steps=steps, share=share, repeats=repeats
     )
     entry.check_config(evaluation_config(config, "default", found["seed"], found.get("steps")))
-    if shard()[1] > 1 and workers > 1:
+    world = shard()[1]
+    if world > 1 and workers > 1:
         raise ValueError(
             f"workers={workers} with torchrun: under torchrun the ranks train each evaluation "
             "together; give workers=1 (--workers 1)"
         )
-    if shard()[1] > 1 and found["method"] == "learn-freeze":
+    if world > 1 and found["method"] == "learn-freeze":
         raise ValueError(
             "method learn-freeze cannot run under torchrun: freezing removes the densities' "
             "parameters mid-training, which a data-parallel model cannot; run it in one process"
