@@ -9,7 +9,14 @@ ones.
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Under pytest-xdist (``pytest -n auto``) each worker is a process of its own: share the
+# cores among them instead of letting every worker start a thread per core.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
