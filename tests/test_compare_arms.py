@@ -185,6 +185,24 @@ def test_a_resumed_phi_init_run_continues_from_its_saved_weights(tmp_path):
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
+def test_a_standard_run_does_not_resume_as_phi_init_nor_the_reverse(tmp_path):
+    config = toy_config(steps=3, arms=["standard", "standard-phi-init"])
+    standard, phi = make_arms(compare_settings(config))
+    cfg = {**config, "train": {**config["train"], "seed": 0}}
+    short = {**cfg, "train": {**cfg["train"], "steps": 2}}
+    entry = get_task("armstoy")
+    for first, then, folder in ((standard, phi, "a"), (phi, standard, "b")):
+        fit(arm_task(entry, first, short, None), short, tmp_path / folder, progress=False)
+        with pytest.raises(ValueError, match=r"differs from the checkpoint.*init: "):
+            fit(arm_task(entry, then, cfg, None), cfg, tmp_path / folder, resume=True)
+    # the checkpoint records which initial change was made, with the density it used
+    _, sidecar = load_checkpoint(next((tmp_path / "b" / "checkpoints").glob("*.safetensors")))
+    assert sidecar["description"]["init"] == {"arm": "standard-phi-init", "density": DENSITY}
+    assert "init" not in load_checkpoint(
+        next((tmp_path / "a" / "checkpoints").glob("*.safetensors"))
+    )[1]["description"]
+
+
 @pytest.mark.parametrize(
     ("task", "config", "overrides", "shape"),
     [

@@ -308,8 +308,10 @@ def arm_task(entry: Any, arm: Arm, config: Mapping[str, Any], data: Any) -> Any:
     task = entry.make(config, arm.method, data)
     if arm.init is None:
         return task
-    build = task.build_model
+    build, describe = task.build_model, task.describe
     init = arm.init
+    # recorded in checkpoints, so that a run of another arm never resumes as this one
+    changed = {"arm": arm.name, "density": config.get("weighted", {}).get("density")}
 
     def reference(method: str) -> nn.Module:
         with torch.random.fork_rng():
@@ -319,7 +321,11 @@ def arm_task(entry: Any, arm: Arm, config: Mapping[str, Any], data: Any) -> Any:
     def build_model() -> nn.Module:
         return init(build(), reference)
 
+    def described() -> dict[str, Any]:
+        return {**describe(), "init": changed}
+
     task.build_model = build_model
+    task.describe = described
     return task
 
 

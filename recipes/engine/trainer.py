@@ -279,9 +279,10 @@ def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
     return diffs
 
 
-DESCRIPTION_DEFAULTS: dict[str, Any] = {"split": "test"}
+DESCRIPTION_DEFAULTS: dict[str, Any] = {"split": "test", "init": None}
 """Description keys added after checkpoints were first written, with the value a
-description without them means (``split``: the split scored, see ``tuning_split``)."""
+description without them means (``split``: the split scored, see ``tuning_split``;
+``init``: a change to the initial model, such as a comparison's φ-init, none before)."""
 
 
 def _description_differences(
