@@ -338,9 +338,11 @@ config["optim"]["lr"] = 0.05  # the weights move: the ranks' gradients are avera
 result = tune(PHI, config, sys.argv[2], method=sys.argv[3], budget=4, progress=False)
 rank = int(os.environ["RANK"])
 assert not torch.distributed.is_initialized()  # the search left the process group
-print(json.dumps({"rank": rank, "shared": str(result.densities.shared),
-                  "layers": {k: str(v) for k, v in result.densities.layers.items()},
-                  "objectives": [r["objective"] for r in result.evaluations]}))
+# a file per rank: the ranks' prints to one stdout can interleave mid-line
+with open(sys.argv[2] + f".rank-{rank}", "w") as out:
+    json.dump({"rank": rank, "shared": str(result.densities.shared),
+               "layers": {k: str(v) for k, v in result.densities.layers.items()},
+               "objectives": [r["objective"] for r in result.evaluations]}, out)
 """
 
 
@@ -354,10 +356,7 @@ def test_under_torchrun_two_ranks_search_as_one_process_does(tmp_path):
     command += [str(tmp_path / "ddp.json"), "direct-l"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = sorted(
-        (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")),
-        key=lambda r: r["rank"],
-    )
+    ranks = [json.loads((tmp_path / f"ddp.json.rank-{rank}").read_text()) for rank in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0] == {**ranks[1], "rank": 0}  # every rank returns the search's result
 
