@@ -721,7 +721,8 @@ def plot_validation_curves(ax: Any, results: Mapping[str, Any]) -> None:
                 ms=3,
                 label=f"{run['method']} (seed {run['seed']})",
             )
-    ax.set(xlabel="step", ylabel=f"validation {_header(m)}", title="validation during training")
+    # the split every run is evaluated on: the comparison's test split (data.validation)
+    ax.set(xlabel="step", ylabel=f"{_header(m)}, scored split", title="scores during training")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 

@@ -63,11 +63,12 @@ def _data_line(cfg: Mapping[str, Any], data: Any) -> str:
         )
     if data and is_volume_config(cfg):  # volumes given on the command line
         return (
-            f"Data: train {', '.join(f'`{p}`' for p in data)} (--data), validation "
-            f"`{section.get('validation', 'holdout')}`."
+            f"Data: train {', '.join(f'`{p}`' for p in data)} (--data), scored on "
+            f"`{section.get('validation', 'holdout')}` (data.validation)."
         )
-    return f"Data: train `{section.get('train')}`, validation `{section.get('validation')}`" + (
-        f" under `{data[0]}`." if data else "."
+    return (
+        f"Data: train `{section.get('train')}`, scored on `{section.get('validation')}` "
+        "(data.validation)" + (f" under `{data[0]}`." if data else ".")
     )
 
 
