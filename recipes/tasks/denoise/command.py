@@ -1,6 +1,16 @@
-"""``ndwconv denoise``: denoise NIfTI and HDF5 volumes with a trained checkpoint, tile by tile.
+"""``ndwconv denoise``: denoise images, NIfTI and HDF5 volumes and time series with a
+trained checkpoint, tile by tile.
 
-Each input is read lazily (:func:`ndwconv.adapters.volumes.load`), denoised with
+Images (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``, ``.npy``) take a 2-D model. They
+are read by :func:`ndwconv.adapters.images.read_image` (integer samples on [0, 1], the
+scale the recipes train on; float samples as they are; EXIF orientation applied; alpha
+kept aside), not remapped, denoised tile by tile (``--tile`` default 256) and written to
+``OUTPUT_DIR/<input file name>`` in the input's format, sample type, mode and metadata
+(:func:`ndwconv.adapters.images.write_image`, atomic). A grey model denoises each channel
+of a colour image in turn; a colour model refuses a grey image. ``--dtype float32``
+writes the float values (``.tif`` and ``.npy`` only).
+
+Each volume is read lazily (:func:`ndwconv.adapters.volumes.load`), denoised with
 :func:`ndwconv.adapters.tiling.sliding_window` and written to ``OUTPUT_DIR/<input file
 name>`` (an HDF5 output keeps the dataset path) with the input's header, affine and, by
 default, on-disk dtype (:func:`ndwconv.adapters.volumes.save`, atomic: a failure leaves no
@@ -9,6 +19,7 @@ output and no temporary file, and an input is never written over).
 How a volume is walked depends on the model's spatial dimensionality (``description.model.ndim``
 in the checkpoint's sidecar, 2 when absent):
 
+* a 2-D model on a 2-D volume ``(X, Y)`` (a 2-D NIfTI): one sliding window over it;
 * a 3-D model on a volume ``(X, Y, Z)``: one sliding window over the volume;
 * a 3-D model on a series ``(X, Y, Z, T)``: one sliding window per frame (last axis);
 * a 4-D model on a series ``(X, Y, Z, T)``: one sliding window over the series.
@@ -53,6 +64,7 @@ Under ``torchrun`` (``WORLD_SIZE``/``RANK`` set), the inputs are sharded: rank `
 
 Example::
 
+    ndwconv denoise photo.png scan.tif -o denoised --model dncnn2d.safetensors
     ndwconv denoise scans/*.nii.gz study.h5:/mri/t1 -o denoised --model dncnn3d.safetensors
     ndwconv denoise ecg.nc -o denoised --var ecg --dim time --model dncnn1d.safetensors
 """
@@ -60,6 +72,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -74,6 +87,7 @@ import torch
 
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
+from ndwconv.adapters.images import is_image_path, read_image, write_image
 from ndwconv.adapters.outfolder import (
     check_out_folder,
     check_target,
@@ -98,9 +112,10 @@ NONFINITE_POLICIES = ("raise", "zero", "allow")
 
 _SAMPLE_VOXELS = 1 << 20
 # the tiling options' defaults: set to anything else with --var, they draw a note
-_TILING_DEFAULTS = {"tile": 64, "overlap": 0.25, "blend": "gaussian"}
+_TILING_DEFAULTS = {"tile": None, "overlap": 0.25, "blend": "gaussian"}
+_VOLUME_TILE, _IMAGE_TILE = 64, 256  # --tile's default for volumes and for images
 # (model ndim, volume ndim) → walk the whole volume at once, or frame by frame (last axis)
-_WALKS = {(3, 3): "whole", (3, 4): "frames", (4, 4): "whole"}
+_WALKS = {(2, 2): "whole", (3, 3): "whole", (3, 4): "frames", (4, 4): "whole"}
 
 
 def _fraction(text: str) -> float:
@@ -118,19 +133,24 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ndwconv denoise``."""
     parser = subparsers.add_parser(
         "denoise",
-        help="denoise NIfTI/HDF5 volumes, or NetCDF-4/HDF5 time series (--var), with a "
-        "trained checkpoint (also under torchrun)",
+        help="denoise images (PNG, TIFF, JPEG, .npy), NIfTI/HDF5 volumes, or NetCDF-4/HDF5 "
+        "time series (--var), with a trained checkpoint (also under torchrun)",
         description="Denoise each INPUT tile by tile with a checkpoint written by `ndwconv train\n"
         "denoise`, and write it to the folder DIR under the same file name (HDF5: the same\n"
-        "dataset path) with the input's header and affine. Each volume is mapped to [0, 1] by\n"
-        "its 0.5th-99.5th percentile range, denoised and mapped back. A 3-D model denoises\n"
-        "3-D volumes, and 4-D series frame by frame; a 4-D model denoises 4-D series; a\n"
+        "dataset path) with the input's header and affine. A 2-D model denoises images\n"
+        "(PNG, TIFF, JPEG, .npy: written back in their format, sample type and mode, alpha\n"
+        "and metadata kept; a grey model takes colour images channel by channel) and 2-D\n"
+        "volumes. Each volume is mapped to [0, 1] by its 0.5th-99.5th percentile range,\n"
+        "denoised and mapped back. A 3-D model denoises 3-D volumes, and 4-D series frame\n"
+        "by frame; a 4-D model denoises 4-D series; a\n"
         "1-D model denoises the variable --var of NetCDF-4/HDF5 time series along --dim,\n"
         "streamed chunk by chunk (attributes and encoding kept). The output folder, the\n"
         "outputs and each input's values are checked before the model runs;\n"
         "a file that fails is reported and the others go on (exit code 1). Under torchrun the\n"
         "inputs are shared out between the processes.",
         epilog="examples:\n"
+        "  ndwconv denoise photo.png scan.tif -o denoised \\\n"
+        "      --model runs/denoise-quick-weighted/checkpoints/step-00000300.safetensors\n"
         "  ndwconv denoise scans/*.nii.gz study.h5:/mri/t1 -o denoised \\\n"
         "      --model runs/denoise-mni-weighted/checkpoints/step-00001000.safetensors\n"
         "  torchrun --nproc_per_node 2 -m ndwconv denoise scans/*.nii.gz -o denoised \\\n"
@@ -143,8 +163,9 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="volume: .nii, .nii.gz or file.h5[:/dataset] (the dataset may be left out when "
-        "the file holds exactly one); with --var: a NetCDF-4 or HDF5 file",
+        help="image: .png, .tif/.tiff, .jpg/.jpeg or .npy (a 2-D model); volume: .nii, "
+        ".nii.gz or file.h5[:/dataset] (the dataset may be left out when the file holds "
+        "exactly one); with --var: a NetCDF-4 or HDF5 file",
     )
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument(
@@ -177,9 +198,10 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tile",
         type=positive_int,
-        default=64,
+        default=None,
         metavar="N",
-        help="tile size per axis, voxels (default: 64); not for time series",
+        help="tile size per axis, voxels or pixels (default: 64 for volumes, 256 for "
+        "images); not for time series",
     )
     parser.add_argument(
         "--overlap",
@@ -352,6 +374,8 @@ def _denoise(args: argparse.Namespace) -> int:
             try:
                 if var is not None:
                     line = denoise_series(model, path, out, args, device)
+                elif is_image_path(path):
+                    line = _denoise_image(model, info, path, out, args, device)
                 else:
                     line = _denoise_file(model, info, path, out, args, device)
                 print(line, flush=True)
@@ -367,18 +391,22 @@ class _ModelInfo(NamedTuple):
     ndim: int
     radius: tuple[int, ...] | None
     spacing: tuple[float, ...] | None
+    channels: int = 1
 
 
 def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
     """The model's spatial dimensionality and receptive radius (from its layers) and, when
-    its density is in mm, the voxel spacing it was resolved for (from the sidecar); the
-    model must take one channel, as the volumes have."""
+    its density is in mm, the voxel spacing it was resolved for (from the sidecar), and
+    the channels it takes (volumes and series have one; images one or three)."""
     convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
     if not convs:
         raise ValueError(f"{checkpoint}: the model has no convolution; not a denoiser")
     ndim, channels = len(convs[0].kernel_size), convs[0].in_channels
-    if channels != 1:
-        raise ValueError(f"{checkpoint}: the model takes {channels} channels, volumes have one")
+    if channels not in (1, 3) or (channels != 1 and ndim != 2):
+        raise ValueError(
+            f"{checkpoint}: the model takes {channels} channels; volumes and time series have "
+            "one, images one (grey) or three (colour)"
+        )
     spacing = None
     try:
         sidecar = json.loads(Path(checkpoint).with_suffix(".json").read_text("utf-8"))
@@ -387,7 +415,7 @@ def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
             spacing = tuple(float(v) for v in description["spacing"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         spacing = None  # the loader accepted the checkpoint; the note is only informative
-    return _ModelInfo(ndim, receptive_radius(model, ndim), spacing)
+    return _ModelInfo(ndim, receptive_radius(model, ndim), spacing, channels)
 
 
 def _check_kind(info: _ModelInfo, var: str | None, checkpoint: str) -> None:
@@ -396,6 +424,10 @@ def _check_kind(info: _ModelInfo, var: str | None, checkpoint: str) -> None:
         raise ValueError(
             f"--model {checkpoint}: a 1-D model denoises time series: give --var (the "
             "NetCDF-4/HDF5 variable to denoise) and --dim if it is not 'time'"
+        )
+    if var is not None and info.channels != 1:
+        raise ValueError(
+            f"--model {checkpoint}: the model takes {info.channels} channels; time series have one"
         )
     if var is not None and info.ndim != 1:
         raise ValueError(
@@ -437,9 +469,11 @@ def _check_input(
     if var is not None:
         _check_series(path, out, overwrite, seen, owner, var, dim)
         return
-    file, dataset = split_path(path)
+    file, dataset = (path, None) if is_image_path(path) else split_path(path)
     key = (os.path.normcase(os.path.realpath(file)), dataset or "")
-    claim_input(path, file, key, seen, owner, "a volume file")
+    claim_input(
+        path, file, key, seen, owner, "an image file" if is_image_path(path) else "a volume file"
+    )
     _check_output(path, _output_path(path, out), overwrite)
 
 
@@ -472,13 +506,18 @@ def _denoise_file(
 ) -> str:
     """Denoise one input into ``out``; returns its summary line."""
     start = time.perf_counter()
+    if info.channels != 1:
+        raise ValueError(
+            f"{path}: the model takes {info.channels} channels (a colour image model); "
+            "volumes have one"
+        )
     with volumes.load(path) as volume:
         walk = _WALKS.get((info.ndim, volume.ndim))
         if walk is None:
             raise ValueError(
                 f"{path}: a {info.ndim}-D model cannot denoise this {volume.ndim}-D volume "
-                f"(shape {volume.shape}); it takes a 3-D model on 3-D or 4-D volumes, or a "
-                "4-D model on 4-D series"
+                f"(shape {volume.shape}); it takes a 2-D model on 2-D volumes and images, a "
+                "3-D model on 3-D or 4-D volumes, or a 4-D model on 4-D series"
             )
         output = _output_path(volume.source or path, out)
         _check_output(path, output, args.overwrite)
@@ -490,7 +529,7 @@ def _denoise_file(
             )
         lo, hi = robust_range(volume)
         spatial = volume.shape if walk == "whole" else volume.shape[:-1]
-        warning = tiling_warning(info.radius, spatial, args.tile, args.overlap)
+        warning = tiling_warning(info.radius, spatial, args.tile or _VOLUME_TILE, args.overlap)
         if warning:
             print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
         name = os.path.basename(_file_part(output))
@@ -533,6 +572,115 @@ def _denoise_file(
         f"{path} -> {output}: shape {shape}, {seconds:.2f} s, "
         f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) -> [0, 1]"
         + note
+    )
+
+
+def _denoise_image(
+    model: torch.nn.Module,
+    info: _ModelInfo,
+    path: str,
+    out: str,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> str:
+    """Denoise one image file into ``out`` (same name and format); returns its summary line.
+
+    The pixels are what :func:`ndwconv.adapters.images.read_image` gives (integer files
+    on [0, 1], the scale the recipes train on; float files as they are) and are not
+    remapped; alpha is kept aside. A grey (1-channel) model denoises a colour image one
+    channel at a time; a colour model refuses a grey image.
+    """
+    start = time.perf_counter()
+    if info.ndim != 2:
+        raise ValueError(
+            f"{path}: a {info.ndim}-D model cannot denoise a 2-D image; images take a 2-D model"
+        )
+    output = os.path.join(out, os.path.basename(path))
+    _check_output(path, output, args.overwrite)
+    image = read_image(path)
+    if info.channels not in (1, image.channels):
+        raise ValueError(
+            f"{path}: the model takes {info.channels} channels (colour) and this image is "
+            f"{image.mode} (grey); give a grey model"
+        )
+    if args.dtype == "float32" and Path(output).suffix.lower() not in (".tif", ".tiff", ".npy"):
+        raise ValueError(
+            f"{path}: --dtype float32 needs a format that holds float samples (.tif, .npy); "
+            f"{Path(output).suffix} holds integers"
+        )
+    pixels = image.pixels.numpy()
+    finite = np.isfinite(pixels)
+    bad = int(pixels.size - np.count_nonzero(finite))
+    if bad and args.nonfinite == "raise":
+        raise ValueError(
+            f"{path}: {bad} non-finite (NaN/inf) pixels; pass --nonfinite zero to read "
+            "them as 0, or --nonfinite allow to denoise them as they are"
+        )
+    if bad and args.nonfinite == "zero":
+        pixels = np.where(finite, pixels, np.float32(0.0))
+    height, width = pixels.shape[1:]
+    tile = (min(args.tile or _IMAGE_TILE, height), min(args.tile or _IMAGE_TILE, width))
+    overlap = tuple(math.floor(args.overlap * t) for t in tile)
+    warning = tiling_warning(info.radius, (height, width), args.tile or _IMAGE_TILE, args.overlap)
+    if warning:
+        print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
+    groups = (
+        [slice(0, image.channels)]
+        if info.channels == image.channels
+        else [slice(c, c + 1) for c in range(image.channels)]
+    )
+    tiles = math.prod(
+        len(tile_starts(n, t, t - ov))
+        for n, t, ov in zip((height, width), tile, overlap, strict=True)
+    )
+    result = np.empty_like(pixels)
+    with progress_bar(
+        total=tiles * len(groups),
+        desc=os.path.basename(path),
+        unit="tile",
+        enabled=not args.quiet,
+        leave=False,
+    ) as bar:
+
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            prediction = model(batch)
+            bar.update(batch.shape[0])
+            return prediction
+
+        for group in groups:
+            sliding_window(
+                predict,
+                pixels[group],
+                tile,
+                overlap=overlap,
+                blend=args.blend,
+                batch_size=args.batch,
+                out=result[group],
+                device=device,
+                progress=False,
+                out_channels=group.stop - group.start,
+                margin=tuple(ov // 2 for ov in overlap),
+            )
+    produced = int(result.size - np.count_nonzero(np.isfinite(result)))
+    if produced and args.nonfinite != "allow":
+        raise ValueError(
+            f"{path}: the model produced {produced} non-finite (NaN/inf) pixels; nothing was "
+            "written (--nonfinite allow writes them)"
+        )
+    denoised = image.with_pixels(torch.from_numpy(result))
+    if args.dtype == "float32":
+        denoised = dataclasses.replace(denoised, dtype="float32", scale=1.0)
+    write_image(output, denoised)
+    seconds = time.perf_counter() - start
+    how = "" if len(groups) == 1 else f", {len(groups)} channels one at a time (grey model)"
+    note = "" if image.alpha is None else ", alpha kept"
+    if bad:
+        note += f"; {bad} non-finite input pixels " + (
+            "read as 0" if args.nonfinite == "zero" else "kept"
+        )
+    return (
+        f"{path} -> {output}: {image.mode} {height}×{width} {image.dtype}, {seconds:.2f} s"
+        f"{how}{note}"
     )
 
 
@@ -650,7 +798,7 @@ def _predict_into(
     returns the number of non-finite voxels in the result."""
     frames = [None] if walk == "whole" else list(range(volume.shape[-1]))
     spatial = volume.shape if walk == "whole" else volume.shape[:-1]
-    tile = tuple(min(args.tile, n) for n in spatial)
+    tile = tuple(min(args.tile or _VOLUME_TILE, n) for n in spatial)
     overlap = tuple(math.floor(args.overlap * t) for t in tile)
     tiles = math.prod(
         len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
