@@ -172,7 +172,7 @@ def test_a_2d_nifti_is_denoised_by_a_2d_model(capsys, tmp_path, grey_model):
     values = np.random.default_rng(4).normal(100, 20, size=(24, 19)).astype(np.float32)
     source = tmp_path / "slice.nii.gz"
     nib.save(nib.Nifti1Image(values, np.eye(4)), str(source))
-    code, stdout, err = _run(capsys, source, "-o", tmp_path / "out", "--model", grey_model, *TILING)
+    code, _, err = _run(capsys, source, "-o", tmp_path / "out", "--model", grey_model, *TILING)
     assert code == 0, err
     got = np.asarray(nib.load(str(tmp_path / "out" / "slice.nii.gz")).dataobj, np.float64)
     lo, hi = np.percentile(values, [0.5, 99.5])
