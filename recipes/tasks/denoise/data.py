@@ -110,18 +110,18 @@ _INSTALL_HINT = 'pip install -e ".[recipes]" in the ndwconv repository root'
 def load_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
     """Read an image file as an 8-bit array with the requested number of channels.
 
-    Conversions: colour → grey with ITU-R BT.601 luma (Pillow's ``"L"`` mode,
-    ``L = R·299/1000 + G·587/1000 + B·114/1000`` rounded); grey → colour by replicating
-    the grey channel; alpha is dropped; palette images are expanded. 16-bit grey images
-    are scaled to 8 bits as ``round(v · 255 / 65535)``; Pillow opens 16-bit RGB files as
-    8-bit RGB itself, keeping the high byte of each value (Pillow mode ``"I"``, 32-bit integers,
-    is read the same way when its values lie in [0, 65535], as older Pillow versions
-    open 16-bit PNGs in it). Floating-point images are refused: their scale is unknown.
-    Multi-frame files give their first frame; EXIF orientation is not applied (the
-    stored pixel grid is the ground truth of the denoising sets).
+    PNG, TIFF, JPEG and ``.npy`` files are read by
+    :func:`ndwconv.adapters.images.read_image` (the reader ``ndwconv denoise`` uses, so
+    training data and the images a model is applied to are read alike: EXIF orientation
+    applied, alpha dropped here, palette and bilevel images expanded); other formats
+    Pillow reads (BMP, …) by Pillow directly. Then: colour → grey with ITU-R BT.601 luma
+    (Pillow's ``"L"`` mode, ``L = R·299/1000 + G·587/1000 + B·114/1000`` rounded); grey →
+    colour by replicating the grey channel; 16-bit samples (grey or colour) are scaled to
+    8 bits as ``round(v · 255 / 65535)``. Floating-point images are refused: their scale
+    is unknown.
 
     Args:
-        path: the image file (any format Pillow reads).
+        path: the image file.
         channels: 1 for ``(H, W)`` grey, 3 for ``(H, W, 3)`` RGB.
 
     Returns:
@@ -131,22 +131,41 @@ def load_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file cannot be decoded (the message names it), holds a
             floating-point or out-of-range 32-bit image, or ``channels`` is not 1 or 3.
-        ImportError: if Pillow is not installed.
+        ImportError: if Pillow (or the reader the format needs) is not installed.
     """
     _check_channels(channels)
+    label = repr(os.fspath(path))
+    from ndwconv.adapters.images import is_image_path, read_image
+
+    if is_image_path(path):
+        image = read_image(path)
+        if image.dtype not in ("uint8", "uint16"):
+            raise ValueError(
+                f"image {label} is floating-point ({image.dtype}) and has no known 8-bit "
+                "scale; convert it to 8-bit first"
+            )
+        values = np.rint(image.pixels.permute(1, 2, 0).double().numpy() * image.scale)
+        values = values.astype(np.int64)
+        if image.dtype == "uint16":
+            values = (values * 255 + 32767) // 65535
+        array = values.astype(np.uint8)
+        if image.channels == 1:
+            grey = array[..., 0]
+            return grey if channels == 1 else np.repeat(grey[..., None], 3, axis=-1)
+        return _to_channels(_import_pil().fromarray(array), channels, label)
     pil = _import_pil()
     try:
-        image = pil.open(path)
+        opened = pil.open(path)
     except FileNotFoundError:
         raise
     except Exception as err:  # Pillow reports malformed data with many exception types
         raise ValueError(f"cannot read image file {os.fspath(path)!r}: {err}") from err
-    with image:
+    with opened:
         try:
-            image.load()
+            opened.load()
         except Exception as err:
             raise ValueError(f"cannot decode image file {os.fspath(path)!r}: {err}") from err
-        return _to_channels(image, channels, repr(os.fspath(path)))
+        return _to_channels(opened, channels, label)
 
 
 def _to_channels(image: Image.Image, channels: int, label: str) -> np.ndarray:
