@@ -548,3 +548,27 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_compare_report_ends_with_the_command_that_applies_the_best_checkpoint(
+    comparison, tmp_path, capsys
+):
+    out, results = comparison
+    report = (out / "report.md").read_text().rstrip().splitlines()
+    best = max(results["runs"], key=lambda r: r["psnr"])
+    assert report[-1] == "```" and report[-3] == "```bash"
+    command = report[-2]
+    assert command == (f"ndwconv denoise photo.png -o denoised --model {best['checkpoint']}")
+    assert f"seed {best['seed']}, {best['method']}" in "\n".join(report[-8:])
+    # and the command works as printed, on an image
+    from PIL import Image
+
+    from ndwconv.cli import main
+
+    Image.fromarray(np.full((20, 24), 128, np.uint8)).save(tmp_path / "photo.png")
+    argv = command.split()[1:]
+    argv[argv.index("denoised")] = str(tmp_path / "denoised")
+    argv[argv.index("photo.png")] = str(tmp_path / "photo.png")
+    assert main([*argv, "--quiet"]) == 0
+    assert "photo.png -> " in capsys.readouterr().out
+    assert (tmp_path / "denoised" / "photo.png").is_file()

@@ -389,7 +389,8 @@ def _compare(
         _write_csv(out / f"per_{entry.item}.csv", per_item)
     header = entry.report_header(results) if entry.report_header else None
     sections = entry.report_sections(results) if entry.report_sections else ()
-    report = report_markdown(results, header, sections)
+    footer = entry.report_footer(results) if entry.report_footer else ()
+    report = report_markdown(results, header, sections, footer)
     atomic_write(out / "report.md", lambda p: p.write_text(report, "utf-8"))
     draw = entry.figure or _curves_figure
     if draw(results, panels, first_item, out / "figure.png") is not None:
@@ -612,10 +613,11 @@ def report_markdown(
     results: Mapping[str, Any],
     header: Sequence[str] | None = None,
     sections: Sequence[str] = (),
+    footer: Sequence[str] = (),
 ) -> str:
     """The Markdown report of a comparison; ``header`` opens it (default: a generic one),
     ``sections`` follow the main table, its verdict, the arms and the learning-rate
-    sweep."""
+    sweep, and ``footer`` ends it."""
     metrics = _metrics(results)
     cfg = results["config"]
     train = validate(cfg)["train"]
@@ -690,6 +692,7 @@ def report_markdown(
         "",
         f"Files: {', '.join(files)}, and {folders} (checkpoints, `metrics.jsonl`, `curves.png`).",
         "",
+        *([*footer, ""] if footer else []),
     ]
     return "\n".join(lines)
 

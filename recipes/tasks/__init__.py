@@ -86,6 +86,8 @@ class TaskEntry:
         report_header: ``report_header(results) -> lines`` opening the comparison report.
         report_sections: ``report_sections(results) -> lines`` placed after the main
             table and its verdict (further scores, confusions, …).
+        report_footer: ``report_footer(results) -> lines`` ending the report (e.g. the
+            command that applies the best checkpoint to the user's own data).
         figure: ``figure(results, panels, item, png) -> path | None``: the comparison
             figure (default: validation curves only).
         item: what one evaluation item is called (``"image"``): ``per_ITEM.csv``.
@@ -107,6 +109,7 @@ class TaskEntry:
     metrics_for: Callable[[Mapping[str, Any]], tuple[Metric, ...]] | None = None
     report_header: Callable[[Mapping[str, Any]], list[str]] | None = None
     report_sections: Callable[[Mapping[str, Any]], list[str]] | None = None
+    report_footer: Callable[[Mapping[str, Any]], list[str]] | None = None
     figure: Figure | None = None
     item: str = "item"
 

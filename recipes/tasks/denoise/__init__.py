@@ -34,7 +34,7 @@ from .. import TaskEntry, load_model, register_task
 from .base import METRICS, SERIES_METRICS, baselines, build_denoiser
 from .config import check_config, is_series_config, is_volume_config
 from .images import DenoiseTask
-from .report import figure, metric_definitions, report_header, report_sections
+from .report import figure, metric_definitions, report_footer, report_header, report_sections
 from .series import SeriesDenoiseTask
 from .series_data import is_series_path
 from .volumes import VolumeDenoiseTask, resolve_density
@@ -78,8 +78,11 @@ def make_task(
             f"{config.get('model', {}).get('ndim', 2)}); train on series with a 1-D model, "
             "e.g. `ndwconv train denoise --ndim 1 --data ecg.csv:lead`"
         )
-    volume_like = [str(p) for p in items if str(p).lower().endswith(
-        (".nii", ".nii.gz", ".h5", ".hdf5")) or ".h5:" in str(p).lower()]
+    volume_like = [
+        str(p)
+        for p in items
+        if str(p).lower().endswith((".nii", ".nii.gz", ".h5", ".hdf5")) or ".h5:" in str(p).lower()
+    ]
     if volume_like:
         raise ValueError(
             f"{volume_like[0]!r} is a volume, but the configuration "
@@ -265,6 +268,7 @@ ENTRY = register_task(
         metrics_for=metrics_for,
         report_header=report_header,
         report_sections=report_sections,
+        report_footer=report_footer,
         figure=figure,
         item="image",
     )

@@ -19,7 +19,7 @@ from .base import CLASSICAL_LABELS
 from .classical import YARDSTICK_LABELS
 from .config import is_series_config, is_volume_config
 
-__all__ = ["figure", "metric_definitions", "report_header", "report_sections"]
+__all__ = ["figure", "metric_definitions", "report_footer", "report_header", "report_sections"]
 
 
 def metric_definitions(config: Mapping[str, Any]) -> dict[str, str]:
@@ -167,6 +167,33 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
         cells = " | ".join(str(r.get(f"{key}_parameters", "-")) for key in CLASSICAL_LABELS)
         lines.append(f"| {r['image']} | {cells} |")
     return lines
+
+
+def report_footer(results: Mapping[str, Any]) -> list[str]:
+    """The command that applies the comparison's best checkpoint (highest mean PSNR over
+    the held-out items, any arm and seed) to the user's own files."""
+    runs = [r for r in results["runs"] if r.get("checkpoint")]
+    if not runs:
+        return []
+    best = max(runs, key=lambda r: r["psnr"])
+    cfg = results["config"]
+    if is_series_config(cfg):
+        inputs, extra = "recording.nc", " --var NAME --dim time"
+        what = "a NetCDF-4/HDF5 time series (the variable --var along --dim)"
+    elif is_volume_config(cfg):
+        inputs, extra, what = "scan.nii.gz", "", "NIfTI or HDF5 volumes"
+    else:
+        inputs, extra, what = "photo.png", "", "images (PNG, TIFF, JPEG, .npy)"
+    return [
+        "## Apply the best network to your own data",
+        "",
+        f"The best run is seed {best['seed']}, {best['method']} ({best['psnr']:.2f} dB PSNR); "
+        f"its checkpoint denoises {what}:",
+        "",
+        "```bash",
+        f"ndwconv denoise {inputs} -o denoised --model {best['checkpoint']}{extra}",
+        "```",
+    ]
 
 
 def _series_figure(
