@@ -173,7 +173,11 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
     )
     out.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--model", required=True, metavar="CKPT", help="denoising checkpoint (.safetensors)"
+        "--model",
+        metavar="CKPT",
+        help="denoising checkpoint (.safetensors), or the name of a shipped model (`ndwconv "
+        "models`); default: the shipped model for the input's dimensionality (said on "
+        "stderr), where there is one",
     )
     parser.add_argument(
         "--var",
@@ -362,9 +366,21 @@ def _denoise(args: argparse.Namespace) -> int:
     if not todo:
         return 1 if failed else 0
 
-    model = load_denoiser(args.model, device)
-    info = _model_info(model, args.model)
-    _check_kind(info, var, args.model)
+    models: dict[str, tuple[torch.nn.Module, _ModelInfo]] = {}
+    announced: set[str] = set() if rank == 0 else {m.name for m in _shipped()}
+
+    def model_for(path: str) -> tuple[torch.nn.Module, _ModelInfo]:
+        """The model for ``path``: ``--model``, or the shipped one for its kind."""
+        checkpoint = _checkpoint_for(args.model, path, var, announced)
+        if checkpoint not in models:
+            model = load_denoiser(checkpoint, device)
+            info = _model_info(model, checkpoint)
+            _check_kind(info, var, checkpoint)
+            models[checkpoint] = model, info
+        return models[checkpoint]
+
+    if args.model is not None:
+        model_for(args.inputs[todo[0]])  # a bad --model fails before any output folder
     if var is not None:
         from .series_files import denoise_series
     created = make_folder(out)
@@ -372,6 +388,7 @@ def _denoise(args: argparse.Namespace) -> int:
         for i in todo:
             path = args.inputs[i]
             try:
+                model, info = model_for(path)
                 if var is not None:
                     line = denoise_series(model, path, out, args, device)
                 elif is_image_path(path):
@@ -385,6 +402,40 @@ def _denoise(args: argparse.Namespace) -> int:
         if world == 1:  # other ranks may still be writing into a folder this one made
             remove_empty(created)
     return 1 if failed else 0
+
+
+def _shipped() -> list:
+    from ndwconv.recipes.shipped import shipped_models
+
+    return shipped_models()
+
+
+def _checkpoint_for(model: str | None, path: str, var: str | None, announced: set[str]) -> str:
+    """``--model`` as a checkpoint path: a file as given, a shipped model's name, or (not
+    given) the shipped model for ``path``'s kind (images 2-D, volumes 3-D, series 1-D),
+    announced on stderr unless its name is in ``announced`` (then added)."""
+    from ndwconv.recipes.shipped import default_model, shipped_model, shipped_models
+
+    if model is not None:
+        if os.path.exists(model) or not any(m.name == model for m in shipped_models()):
+            return model
+        return str(shipped_model(model).path)
+    ndim = 1 if var is not None else 2 if is_image_path(path) else 3
+    chosen = default_model(ndim)
+    if chosen is None:
+        raise ValueError(
+            f"{path}: no shipped model denoises {ndim}-D inputs (`ndwconv models` lists "
+            "them); give --model with a checkpoint from `ndwconv train denoise`"
+        )
+    if chosen.name not in announced:
+        announced.add(chosen.name)
+        print(
+            f"ndwconv: using the shipped model {chosen.name} ({chosen.noise}; trained on "
+            f"{chosen.data}); --model chooses another",
+            file=sys.stderr,
+            flush=True,
+        )
+    return str(chosen.path)
 
 
 class _ModelInfo(NamedTuple):
