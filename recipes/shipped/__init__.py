@@ -22,16 +22,50 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SAMPLES_DIR",
+    "SAMPLE_PREFIX",
     "SHIPPED_DIR",
     "ShippedModel",
     "default_model",
     "models_command",
+    "resolve_sample",
+    "samples",
     "shipped_model",
     "shipped_models",
 ]
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 """The folder holding the shipped checkpoints and ``models.json``."""
+
+SAMPLES_DIR = SHIPPED_DIR / "samples"
+"""The folder holding the bundled noisy sample images."""
+
+SAMPLE_PREFIX = "sample:"
+"""``ndwconv denoise sample:NAME`` reads the bundled noisy sample image ``NAME``."""
+
+
+def samples() -> dict[str, Path]:
+    """The bundled noisy sample images, by name (``camera-noisy``: a 256 × 256 crop of
+    scikit-image's ``camera`` with Gaussian noise σ = 25 on the 0–255 scale, seed 0)."""
+    return {p.stem: p for p in sorted(SAMPLES_DIR.glob("*.png"))}
+
+
+def resolve_sample(text: str) -> str:
+    """``sample:NAME`` → the bundled sample's path; any other text unchanged.
+
+    Raises:
+        ValueError: no bundled sample has that name (the message lists them).
+    """
+    if not text.startswith(SAMPLE_PREFIX):
+        return text
+    name = text[len(SAMPLE_PREFIX) :]
+    found = samples()
+    if name not in found:
+        raise ValueError(
+            f"{text}: no bundled sample is called {name!r} (bundled: "
+            f"{', '.join(SAMPLE_PREFIX + n for n in found) or 'none'})"
+        )
+    return str(found[name])
 
 
 @dataclass(frozen=True)

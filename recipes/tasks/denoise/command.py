@@ -163,7 +163,8 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image: .png, .tif/.tiff, .jpg/.jpeg or .npy (a 2-D model); volume: .nii, "
+        help="image: .png, .tif/.tiff, .jpg/.jpeg or .npy (a 2-D model), or sample:NAME, "
+        "a bundled noisy image (sample:camera-noisy); volume: .nii, "
         ".nii.gz or file.h5[:/dataset] (the dataset may be left out when the file holds "
         "exactly one); with --var: a NetCDF-4 or HDF5 file",
     )
@@ -355,6 +356,9 @@ def _denoise(args: argparse.Namespace) -> int:
             message = f"{path}: {message}"
         print(f"ndwconv: error: {message}", file=sys.stderr, flush=True)
 
+    from ndwconv.recipes.shipped import resolve_sample
+
+    args.inputs = [resolve_sample(p) for p in args.inputs]  # sample:NAME, a bundled image
     # Every input is checked against every other (so that all ranks agree on clashes) and
     # against its output before any model is loaded.
     problems = _plan(args.inputs, out, args.overwrite, var, dim)
