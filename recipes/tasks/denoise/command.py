@@ -80,7 +80,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -674,8 +674,6 @@ def _denoise_image(
     if bad and args.nonfinite == "zero":
         pixels = np.where(finite, pixels, np.float32(0.0))
     height, width = pixels.shape[1:]
-    tile = (min(args.tile or _IMAGE_TILE, height), min(args.tile or _IMAGE_TILE, width))
-    overlap = tuple(math.floor(args.overlap * t) for t in tile)
     warning = tiling_warning(info.radius, (height, width), args.tile or _IMAGE_TILE, args.overlap)
     if warning:
         print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
@@ -684,38 +682,11 @@ def _denoise_image(
         if info.channels == image.channels
         else [slice(c, c + 1) for c in range(image.channels)]
     )
-    tiles = math.prod(
-        len(tile_starts(n, t, t - ov))
-        for n, t, ov in zip((height, width), tile, overlap, strict=True)
-    )
     result = np.empty_like(pixels)
-    with progress_bar(
-        total=tiles * len(groups),
-        desc=os.path.basename(path),
-        unit="tile",
-        enabled=not args.quiet,
-        leave=False,
-    ) as bar:
-
-        def predict(batch: torch.Tensor) -> torch.Tensor:
-            prediction = model(batch)
-            bar.update(batch.shape[0])
-            return prediction
-
-        for group in groups:
-            sliding_window(
-                predict,
-                pixels[group],
-                tile,
-                overlap=overlap,
-                blend=args.blend,
-                batch_size=args.batch,
-                out=result[group],
-                device=device,
-                progress=False,
-                out_channels=group.stop - group.start,
-                margin=tuple(ov // 2 for ov in overlap),
-            )
+    jobs = [(pixels[g], result[g], g.stop - g.start) for g in groups]
+    _tiled(
+        model, jobs, (height, width), args.tile or _IMAGE_TILE, args, device, os.path.basename(path)
+    )
     produced = int(result.size - np.count_nonzero(np.isfinite(result)))
     if produced and args.nonfinite != "allow":
         raise ValueError(
@@ -837,6 +808,48 @@ def _spacing_note(model: tuple[float, ...] | None, volume: tuple[float, ...]) ->
     )
 
 
+def _tiled(
+    model: torch.nn.Module,
+    jobs: list[tuple[Any, Any, int]],
+    spatial: tuple[int, ...],
+    tile_size: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    label: str,
+) -> None:
+    """Run ``model`` tile by tile over each ``(source, out, channels)`` of ``jobs`` (all
+    of spatial shape ``spatial``), with one progress bar: tiles of ``tile_size`` clamped
+    to the shape, overlapping by ``--overlap``, half of it dropped at inner faces."""
+    tile = tuple(min(tile_size, n) for n in spatial)
+    overlap = tuple(math.floor(args.overlap * t) for t in tile)
+    tiles = math.prod(
+        len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
+    )
+    with progress_bar(
+        total=tiles * len(jobs), desc=label, unit="tile", enabled=not args.quiet, leave=False
+    ) as bar:
+
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            prediction = model(batch)
+            bar.update(batch.shape[0])
+            return prediction
+
+        for source, out, channels in jobs:
+            sliding_window(
+                predict,
+                source,
+                tile,
+                overlap=overlap,
+                blend=args.blend,
+                batch_size=args.batch,
+                out=out,
+                device=device,
+                progress=False,
+                out_channels=channels,
+                margin=tuple(ov // 2 for ov in overlap),
+            )
+
+
 def _predict_into(
     result: np.ndarray,
     model: torch.nn.Module,
@@ -853,34 +866,15 @@ def _predict_into(
     returns the number of non-finite voxels in the result."""
     frames = [None] if walk == "whole" else list(range(volume.shape[-1]))
     spatial = volume.shape if walk == "whole" else volume.shape[:-1]
-    tile = tuple(min(args.tile or _VOLUME_TILE, n) for n in spatial)
-    overlap = tuple(math.floor(args.overlap * t) for t in tile)
-    tiles = math.prod(
-        len(tile_starts(n, t, t - ov)) for n, t, ov in zip(spatial, tile, overlap, strict=True)
-    )
-    with progress_bar(
-        total=tiles * len(frames), desc=label, unit="tile", enabled=not args.quiet, leave=False
-    ) as bar:
-
-        def predict(batch: torch.Tensor) -> torch.Tensor:
-            prediction = model(batch)
-            bar.update(batch.shape[0])
-            return prediction
-
-        for frame in frames:
-            sliding_window(
-                predict,
-                _Normalised(volume, lo, hi - lo, frame, zero_nonfinite),
-                tile,
-                overlap=overlap,
-                blend=args.blend,
-                batch_size=args.batch,
-                out=result[None] if frame is None else result[None, ..., frame],
-                device=device,
-                progress=False,
-                out_channels=1,
-                margin=tuple(ov // 2 for ov in overlap),
-            )
+    jobs = [
+        (
+            _Normalised(volume, lo, hi - lo, frame, zero_nonfinite),
+            result[None] if frame is None else result[None, ..., frame],
+            1,
+        )
+        for frame in frames
+    ]
+    _tiled(model, jobs, spatial, args.tile or _VOLUME_TILE, args, device, label)
     produced = 0
     for rows in range(0, result.shape[0], 16):  # back to the input's units, by slabs
         block = result[rows : rows + 16]
