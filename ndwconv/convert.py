@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
@@ -476,6 +477,95 @@ def fold(
         layer.weight = nn.Parameter(baked, requires_grad=requires_grad)
         report.append(Replacement(name, before, type(layer).__name__, ks, spec))
     return (target, report) if return_report else target
+
+
+def fuse_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Fold each eval-mode BatchNorm into the convolution just before it, for inference.
+
+    Inside every ``nn.Sequential``, a convolution (``nn.Conv1d/2d/3d``, a weighted layer,
+    ``WeightedConvNd``; not transposed) directly followed by a ``BatchNorm{1,2,3}d`` with
+    running statistics becomes one convolution: with ``s = γ / √(running_var + eps)``
+    per output channel, the weight is ``W · s`` (for a weighted layer ``(W · s) ⊙ Φ =
+    (W ⊙ Φ) · s``) and the bias ``(b − running_mean) · s + β``; the BatchNorm is replaced
+    by ``nn.Identity``. Outputs in eval mode are unchanged up to float rounding, and each
+    fused pair costs one convolution instead of a convolution and a normalisation. Use
+    it after :func:`fold` to serve a trained network; do not train the result (the
+    normalisation is gone).
+
+    Args:
+        model: the network, in eval mode.
+        inplace: modify ``model`` itself instead of returning a modified deep copy.
+
+    Returns:
+        The fused model (``model`` itself when ``inplace``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: a BatchNorm that would be fused is in training mode, or has no
+            running statistics (its output depends on the batch).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+        >>> _ = net[1].running_mean.uniform_(), net[1].running_var.uniform_(0.5, 2)
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> fused = fuse_batchnorm(net)
+        >>> type(fused[1]).__name__, torch.allclose(fused(x), net(x), atol=1e-6)
+        ('Identity', True)
+    """
+    target = _target(model, inplace)
+    for name, seq in target.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        keys = list(seq._modules)
+        for first, second in itertools.pairwise(keys):
+            conv, norm = seq._modules[first], seq._modules[second]
+            if not _fusable(conv, norm):
+                continue
+            where = f"{name}.{second}" if name else second
+            if norm.training:
+                raise ValueError(
+                    f"{where}: the BatchNorm is in training mode; call model.eval() before "
+                    "fusing (fusion uses the running statistics)"
+                )
+            if norm.running_mean is None or norm.running_var is None:
+                raise ValueError(
+                    f"{where}: the BatchNorm has no running statistics "
+                    "(track_running_stats=False), so it cannot be folded into a convolution"
+                )
+            with torch.no_grad():
+                scale = norm.running_var.double().add(norm.eps).rsqrt()
+                if norm.weight is not None:
+                    scale = scale * norm.weight.double()
+                shift = -norm.running_mean.double() * scale
+                if norm.bias is not None:
+                    shift = shift + norm.bias.double()
+                if conv.bias is not None:
+                    shift = shift + conv.bias.double() * scale
+                shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+                weight = conv.weight.double() * scale.reshape(shape)
+                conv.weight.copy_(weight.to(conv.weight.dtype))
+                bias = shift.to(conv.weight.dtype)
+            if conv.bias is None:
+                conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
+            else:
+                with torch.no_grad():
+                    conv.bias.copy_(bias)
+            if is_weighted(conv):
+                conv.invalidate_cache()
+            seq._modules[second] = nn.Identity()
+    return target
+
+
+def _fusable(conv: nn.Module, norm: nn.Module) -> bool:
+    """A (convolution, BatchNorm) pair ``fuse_batchnorm`` folds: a non-transposed
+    convolution whose output channels the BatchNorm normalises."""
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return False
+    if not isinstance(conv, nn.modules.conv._ConvNd) and not is_weighted(conv):
+        return False
+    if getattr(conv, "transposed", False):
+        return False
+    return conv.weight.shape[0] == norm.num_features
 
 
 def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:

@@ -10,6 +10,9 @@ kept aside), not remapped, denoised tile by tile (``--tile`` default 256) and wr
 of a colour image in turn; a colour model refuses a grey image. ``--dtype float32``
 writes the float values (``.tif`` and ``.npy`` only).
 
+Every model is served folded and fused (:func:`ndwconv.fold`, :func:`ndwconv.fuse_batchnorm`):
+plain convolutions with the same outputs up to float32 rounding.
+
 Each volume is read lazily (:func:`ndwconv.adapters.volumes.load`), denoised with
 :func:`ndwconv.adapters.tiling.sliding_window` and written to ``OUTPUT_DIR/<input file
 name>`` (an HDF5 output keeps the dataset path) with the input's header, affine and, by
@@ -85,6 +88,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ndwconv import fold, fuse_batchnorm
 from ndwconv.adapters import volumes
 from ndwconv.adapters.atomic import scratch_file
 from ndwconv.adapters.images import is_image_path, read_image, write_image
@@ -377,7 +381,9 @@ def _denoise(args: argparse.Namespace) -> int:
         """The model for ``path``: ``--model``, or the shipped one for its kind."""
         checkpoint = _checkpoint_for(args.model, path, var, announced)
         if checkpoint not in models:
-            model = load_denoiser(checkpoint, device)
+            # densities folded and BatchNorm fused: the same outputs up to float32
+            # rounding, at the cost of plain convolutions alone
+            model = fuse_batchnorm(fold(load_denoiser(checkpoint, device)), inplace=True)
             info = _model_info(model, checkpoint)
             _check_kind(info, var, checkpoint)
             models[checkpoint] = model, info
