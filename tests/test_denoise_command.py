@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import ndwconv
 from ndwconv.cli import main
 
 nib = pytest.importorskip("nibabel")
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("safetensors")
 
-from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
-from ndwconv.recipes.models import DnCNN, odd_kernel_convs  # noqa: E402
+from denoise_checkpoints import tiny_dncnn_checkpoint  # noqa: E402
+
 from ndwconv.recipes.tasks import denoise as denoise_recipe  # noqa: E402
 from ndwconv.recipes.tasks.denoise import command as apply  # noqa: E402
 
@@ -36,28 +35,9 @@ AFFINE = np.array(
 
 def _checkpoint(folder, ndim=3):
     """A tiny weighted DnCNN checkpoint; ``ndim=2`` leaves it out of the sidecar (default)."""
-    torch.manual_seed(0)
-    model = ndwconv.convert(
-        DnCNN(ndim=ndim, channels=1, depth=3, width=4), "default", where=odd_kernel_convs
+    return tiny_dncnn_checkpoint(
+        folder / f"dncnn{ndim}d.safetensors", ndim=ndim, ndim_in_sidecar=ndim != 2
     )
-    model.eval()
-    spec = {"name": "dncnn", "depth": 3, "width": 4}
-    if ndim != 2:
-        spec["ndim"] = ndim
-    meta = {
-        "task": "denoise",
-        "step": 0,
-        "config": {},
-        "description": {
-            "method": "weighted",
-            "model": spec,
-            "density": "default",
-            "data": {"channels": 1},
-        },
-    }
-    path = folder / f"dncnn{ndim}d.safetensors"
-    save_checkpoint(path, model, meta, rng=False)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import ndwconv
 from ndwconv.cli import main
 
 Image = pytest.importorskip("PIL.Image")
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("safetensors")
 
-from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
-from ndwconv.recipes.models import DnCNN, odd_kernel_convs  # noqa: E402
+from denoise_checkpoints import tiny_dncnn_checkpoint  # noqa: E402
+
 from ndwconv.recipes.tasks import denoise as denoise_recipe  # noqa: E402
 
 # depth 3 of 3 × 3 kernels: receptive radius 3; tiles of 16 overlapping by 8 drop 4 pixels
@@ -26,25 +25,9 @@ TILING = ("--tile", "16", "--overlap", "0.5", "--batch", "3", "--device", "cpu",
 
 
 def _checkpoint(folder, channels=1, ndim=2):
-    torch.manual_seed(1)
-    model = ndwconv.convert(
-        DnCNN(ndim=ndim, channels=channels, depth=3, width=4), "default", where=odd_kernel_convs
+    return tiny_dncnn_checkpoint(
+        folder / f"dncnn{ndim}d-c{channels}.safetensors", ndim=ndim, channels=channels, seed=1
     )
-    spec = {"name": "dncnn", "depth": 3, "width": 4, "ndim": ndim}
-    meta = {
-        "task": "denoise",
-        "step": 0,
-        "config": {},
-        "description": {
-            "method": "weighted",
-            "model": spec,
-            "density": "default",
-            "data": {"channels": channels},
-        },
-    }
-    path = folder / f"dncnn{ndim}d-c{channels}.safetensors"
-    save_checkpoint(path, model.eval(), meta, rng=False)
-    return path
 
 
 @pytest.fixture(scope="module")

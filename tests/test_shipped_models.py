@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import ndwconv
 from ndwconv.cli import main
 
 Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("safetensors")
 
+from denoise_checkpoints import tiny_dncnn_checkpoint  # noqa: E402
+
 from ndwconv.recipes import shipped  # noqa: E402
-from ndwconv.recipes.engine.checkpoint import save_checkpoint  # noqa: E402
-from ndwconv.recipes.models import DnCNN, odd_kernel_convs  # noqa: E402
 from ndwconv.recipes.tasks.denoise import load_denoiser  # noqa: E402
 
 MODELS = shipped.shipped_models()
@@ -71,24 +70,9 @@ def test_models_command_lists_every_model(capsys):
 @pytest.fixture
 def tiny_registry(tmp_path, monkeypatch):
     """A registry holding one tiny 2-D grey model, in place of the package's."""
-    torch.manual_seed(0)
-    model = ndwconv.convert(
-        DnCNN(ndim=2, channels=1, depth=3, width=4), "default", where=odd_kernel_convs
-    )
-    meta = {
-        "task": "denoise",
-        "step": 0,
-        "config": {},
-        "description": {
-            "method": "weighted",
-            "model": {"name": "dncnn", "depth": 3, "width": 4, "ndim": 2},
-            "density": "default",
-            "data": {"channels": 1},
-        },
-    }
     folder = tmp_path / "registry"
     folder.mkdir()
-    save_checkpoint(folder / "tiny.safetensors", model.eval(), meta, rng=False)
+    tiny_dncnn_checkpoint(folder / "tiny.safetensors", ndim=2)
     entry = {
         "name": "tiny",
         "file": "tiny.safetensors",
