@@ -136,6 +136,7 @@ def test_the_bundled_sample_is_the_described_noisy_crop_and_denoises(
     monkeypatch.chdir(tmp_path)
     code = main(["denoise", "sample:camera-noisy", "-o", "out", "--quiet"])
     assert code == 0
+    assert capsys.readouterr().out.startswith("sample:camera-noisy -> out/camera-noisy.png: L ")
     assert (tmp_path / "out" / "camera-noisy.png").is_file()
     assert path.is_file()  # the bundled file is an input: never written to
     with pytest.raises(ValueError, match="no bundled sample is called 'dog'"):

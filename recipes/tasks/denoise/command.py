@@ -362,7 +362,9 @@ def _denoise(args: argparse.Namespace) -> int:
 
     from ndwconv.recipes.shipped import resolve_sample
 
-    args.inputs = [resolve_sample(p) for p in args.inputs]  # sample:NAME, a bundled image
+    given = list(args.inputs)
+    args.inputs = [resolve_sample(p) for p in given]  # sample:NAME, a bundled image
+    shown = dict(zip(args.inputs, given, strict=True))  # summaries name what the user typed
     # Every input is checked against every other (so that all ranks agree on clashes) and
     # against its output before any model is loaded.
     problems = _plan(args.inputs, out, args.overwrite, var, dim)
@@ -405,6 +407,8 @@ def _denoise(args: argparse.Namespace) -> int:
                     line = _denoise_image(model, info, path, out, args, device)
                 else:
                     line = _denoise_file(model, info, path, out, args, device)
+                if shown[path] != path and line.startswith(path):
+                    line = shown[path] + line[len(path) :]
                 print(line, flush=True)
             except Exception as err:
                 report(path, err)
