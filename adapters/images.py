@@ -56,6 +56,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -261,16 +262,18 @@ def _read_npy(path: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _pil():
+def _require(module: str, what: str) -> Any:
+    """Import ``module`` (the reader or writer ``what`` needs), or say how to install it."""
     try:
-        from PIL import Image, ImageOps
+        return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"PNG and JPEG files need Pillow: {_INSTALL_HINT}") from err
-    return Image, ImageOps
+        package = {"PIL": "Pillow", "png": "pypng"}.get(module.split(".")[0], module)
+        raise ImportError(f"{what} need {package}: {_INSTALL_HINT}") from err
 
 
 def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
-    image_module, image_ops = _pil()
+    image_module = _require("PIL.Image", "PNG and JPEG files")
+    image_ops = _require("PIL.ImageOps", "PNG and JPEG files")
     try:
         image = image_module.open(path)
     except Exception as err:  # Pillow reports malformed files with many exception types
@@ -349,17 +352,9 @@ def _png_is_16bit_colour(path: Path) -> bool:
     return len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6)
 
 
-def _png():
-    try:
-        import png
-    except ImportError as err:
-        raise ImportError(f"16-bit colour PNG files need pypng: {_INSTALL_HINT}") from err
-    return png
-
-
 def _read_png16(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """A 16-bit colour PNG through pypng (Pillow would keep only the high bytes)."""
-    png = _png()
+    png = _require("png", "16-bit colour PNG files")
     try:
         width, height, rows, info = png.Reader(filename=str(path)).asDirect()
         array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
@@ -374,37 +369,26 @@ def _read_png16(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return array.reshape(height, width, planes), metadata
 
 
-def _tifffile():
-    try:
-        import tifffile
-    except ImportError as err:
-        raise ImportError(f"TIFF files need tifffile: {_INSTALL_HINT}") from err
-    return tifffile
-
-
 def _read_tiff(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    tifffile = _tifffile()
+    tifffile = _require("tifffile", "TIFF files")
     try:
         with tifffile.TiffFile(path) as tif:
-            if len(tif.pages) > 1:
-                raise ValueError(
-                    f"TIFF file {str(path)!r} has {len(tif.pages)} pages; one image per file "
-                    "is read (a stack is a volume: see ndwconv.adapters.volumes)"
-                )
+            pages = len(tif.pages)
             page = tif.pages[0]
-            array = page.asarray()
             metadata = _tiff_metadata(page)
             photometric = int(page.photometric)
             planar_separate = int(page.planarconfig) == 2
             samples = int(page.samplesperpixel)
             orientation = page.tags.get(274)
             orientation = int(orientation.value) if orientation is not None else 1
-    except ValueError as err:
-        if "pages; one image per file" in str(err):
-            raise
+            array = page.asarray() if pages == 1 else None
+    except (ValueError, tifffile.TiffFileError) as err:
         raise ValueError(f"cannot read TIFF file {str(path)!r}: {err}") from err
-    except tifffile.TiffFileError as err:
-        raise ValueError(f"cannot read TIFF file {str(path)!r}: {err}") from err
+    if array is None:
+        raise ValueError(
+            f"TIFF file {str(path)!r} has {pages} pages; one image per file is read (a "
+            "stack is a volume: see ndwconv.adapters.volumes)"
+        )
     if samples > 1 and planar_separate and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)
     if photometric == 0:  # min-is-white: make it min-is-black like everything else
@@ -526,7 +510,7 @@ def _write_npy(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) -> 
 
 
 def _write_tiff(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) -> None:
-    tifffile = _tifffile()
+    tifffile = _require("tifffile", "TIFF files")
     kwargs: dict[str, Any] = {
         "photometric": "rgb" if image.channels == 3 else "minisblack",
         "metadata": None,
@@ -549,7 +533,7 @@ def _write_tiff(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) ->
 
 
 def _pillow_image(array: np.ndarray, image: ImageFile) -> Any:
-    image_module, _ = _pil()
+    image_module = _require("PIL.Image", "PNG and JPEG files")
     if array.dtype == np.uint16:  # grey only here: 16-bit colour goes through pypng
         height, width = array.shape
         return image_module.frombytes("I;16", (width, height), array.astype("<u2").tobytes())
@@ -564,8 +548,7 @@ def _write_png(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) -> 
     if array.dtype == np.uint16 and (image.channels == 3 or image.alpha is not None):
         _write_png16(tmp, array, meta)
         return
-    from PIL import PngImagePlugin
-
+    png_plugin = _require("PIL.PngImagePlugin", "PNG files")
     out = _pillow_image(array, image)
     kwargs: dict[str, Any] = {}
     if "icc_profile" in meta:
@@ -575,7 +558,7 @@ def _write_png(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) -> 
     if "exif" in meta:
         kwargs["exif"] = meta["exif"]
     if meta.get("text"):
-        chunks = PngImagePlugin.PngInfo()
+        chunks = png_plugin.PngInfo()
         for key, value in meta["text"].items():
             chunks.add_itxt(key, value)
         kwargs["pnginfo"] = chunks
@@ -583,7 +566,7 @@ def _write_png(tmp: Path, array: np.ndarray, image: ImageFile, quality: int) -> 
 
 
 def _write_png16(tmp: Path, array: np.ndarray, meta: Mapping[str, Any]) -> None:
-    png = _png()
+    png = _require("png", "16-bit colour PNG files")
     height, width, planes = array.shape
     resolution: dict[str, Any] = {}
     if "dpi" in meta:

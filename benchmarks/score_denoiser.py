@@ -17,8 +17,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from ndwconv.adapters.atomic import write_json
 from ndwconv.recipes.engine.config import load_config
 from ndwconv.recipes.tasks import get_task
@@ -58,7 +56,6 @@ def main() -> None:
     parser.add_argument("--no-bm3d", action="store_true")
     parser.add_argument("-o", "--out", required=True)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     sigmas = [float(s) for s in args.sigmas.split(",")]
     results = score(args.checkpoint, args.config, args.data, sigmas, not args.no_bm3d)
     write_json(Path(args.out), results)

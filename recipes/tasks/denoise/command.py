@@ -377,11 +377,14 @@ def _denoise(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     models: dict[str, tuple[torch.nn.Module, _ModelInfo]] = {}
-    announced: set[str] = set() if rank == 0 else {m.name for m in _shipped()}
+    checkpoints: dict[object, str] = {}  # by --model, or by the kind of input without it
 
     def model_for(path: str) -> tuple[torch.nn.Module, _ModelInfo]:
         """The model for ``path``: ``--model``, or the shipped one for its kind."""
-        checkpoint = _checkpoint_for(args.model, path, var, announced)
+        kind = args.model if args.model is not None else _input_ndim(path, var)
+        if kind not in checkpoints:
+            checkpoints[kind] = _checkpoint_for(args.model, path, var, announce=rank == 0)
+        checkpoint = checkpoints[kind]
         if checkpoint not in models:
             # densities folded and BatchNorm fused: the same outputs up to float32
             # rounding, at the cost of plain convolutions alone
@@ -418,31 +421,28 @@ def _denoise(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _shipped() -> list:
-    from ndwconv.recipes.shipped import shipped_models
+def _input_ndim(path: str, var: str | None) -> int:
+    """The dimensionality of model an input takes: series 1, images 2, volumes 3."""
+    return 1 if var is not None else 2 if is_image_path(path) else 3
 
-    return shipped_models()
 
-
-def _checkpoint_for(model: str | None, path: str, var: str | None, announced: set[str]) -> str:
+def _checkpoint_for(model: str | None, path: str, var: str | None, announce: bool) -> str:
     """``--model`` as a checkpoint path: a file as given, a shipped model's name, or (not
-    given) the shipped model for ``path``'s kind (images 2-D, volumes 3-D, series 1-D),
-    announced on stderr unless its name is in ``announced`` (then added)."""
-    from ndwconv.recipes.shipped import default_model, shipped_model, shipped_models
+    given) the shipped model for ``path``'s kind (:func:`_input_ndim`), said on stderr
+    when ``announce``."""
+    from ndwconv.recipes.shipped import default_model, shipped_models
 
     if model is not None:
-        if os.path.exists(model) or not any(m.name == model for m in shipped_models()):
-            return model
-        return str(shipped_model(model).path)
-    ndim = 1 if var is not None else 2 if is_image_path(path) else 3
+        named = {m.name: m for m in shipped_models()}
+        return str(named[model].path) if model in named and not os.path.exists(model) else model
+    ndim = _input_ndim(path, var)
     chosen = default_model(ndim)
     if chosen is None:
         raise ValueError(
             f"{path}: no shipped model denoises {ndim}-D inputs (`ndwconv models` lists "
             "them); give --model with a checkpoint from `ndwconv train denoise`"
         )
-    if chosen.name not in announced:
-        announced.add(chosen.name)
+    if announce:
         print(
             f"ndwconv: using the shipped model {chosen.name} ({chosen.noise}; trained on "
             f"{chosen.data}); --model chooses another",
