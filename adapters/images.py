@@ -394,8 +394,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     if photometric == 0:  # min-is-white: make it min-is-black like everything else
         if array.dtype.name not in _SCALES:
             raise ValueError(f"TIFF file {str(path)!r}: min-is-white float samples")
-        array = _SCALES[array.dtype.name] - array
-        array = array.astype(np.uint8 if array.max(initial=0) <= 255 else np.uint16)
+        array = (np.iinfo(array.dtype).max - array).astype(array.dtype)  # type kept
     if photometric == 3:  # palette
         raise ValueError(f"TIFF file {str(path)!r} is a palette image; save it as RGB")
     return np.ascontiguousarray(_upright(array, orientation)), metadata

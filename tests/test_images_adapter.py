@@ -231,6 +231,18 @@ def test_palette_bilevel_and_planar_tiff_are_read_by_the_policy(tmp_path):
     assert np.array_equal(np.rint(read.pixels.numpy() * 255), planar)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_min_is_white_tiff_is_read_min_is_black_in_its_own_type(tmp_path, dtype):
+    top = TOP[dtype]
+    stored = np.array([[top, top - 3], [top - 200, top]], dtype=dtype)  # dark pixels
+    tifffile.imwrite(tmp_path / "w.tif", stored, photometric="miniswhite")
+    image = read_image(tmp_path / "w.tif")
+    assert image.dtype == dtype and image.scale == top
+    np.testing.assert_array_equal(
+        np.rint(image.pixels[0].double().numpy() * top), (top - stored.astype(np.int64))
+    )
+
+
 def test_denoised_pixels_are_written_clipped_and_rounded_with_alpha_restored(tmp_path):
     rgba = _samples("RGBA", "uint8")
     Image.fromarray(rgba).save(tmp_path / "a.png")
