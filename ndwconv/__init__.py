@@ -16,9 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from . import functional
 from .convert import (
     ConversionReport,
+    InferenceModel,
     Replacement,
     convert,
     fold,
+    for_inference,
     freeze,
     fuse_batchnorm,
     init_from_density,
@@ -53,6 +55,7 @@ __all__ = [
     "DensityFile",
     "FixedPhi",
     "Gaussian",
+    "InferenceModel",
     "Learned",
     "LearnedPhi",
     "Ones",
@@ -66,6 +69,7 @@ __all__ = [
     "as_density",
     "convert",
     "fold",
+    "for_inference",
     "freeze",
     "functional",
     "fuse_batchnorm",

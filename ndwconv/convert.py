@@ -43,10 +43,13 @@ from .modules import WEIGHTED_BY_PLAIN, _bind_density, _WeightedMixin, is_weight
 
 __all__ = [
     "ConversionReport",
+    "InferenceModel",
     "Replacement",
     "convert",
     "fold",
+    "for_inference",
     "freeze",
+    "fuse_batchnorm",
     "init_from_density",
     "param_groups",
     "weighted_layers",
@@ -566,6 +569,92 @@ def _fusable(conv: nn.Module, norm: nn.Module) -> bool:
     if getattr(conv, "transposed", False):
         return False
     return conv.weight.shape[0] == norm.num_features
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+class InferenceModel(nn.Module):
+    """A network prepared for inference by :func:`for_inference`.
+
+    Calls the prepared network on the input converted to the channels-last memory format
+    (4-D and 5-D inputs, when ``channels_last`` is set) and returns a contiguous
+    tensor, so that callers see the same layout they would get from the original
+    network. ``module`` is the folded and fused network.
+    """
+
+    def __init__(self, module: nn.Module, channels_last: bool, compiled: bool):
+        super().__init__()
+        self.module = module
+        self.channels_last = channels_last
+        self.compiled = compiled
+        self._forward = torch.compile(module) if compiled else module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() in _CHANNELS_LAST:
+            x = x.contiguous(memory_format=_CHANNELS_LAST[x.dim()])
+        return self._forward(x).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"channels_last={self.channels_last}, compiled={self.compiled}"
+
+
+def for_inference(
+    model: nn.Module, *, channels_last: bool = True, compile: bool = False
+) -> InferenceModel:
+    """A copy of a trained network made fast for inference, with the same outputs.
+
+    The steps, each exact up to float rounding:
+
+    1. :func:`fold`: every weighted layer becomes a plain convolution with weight
+       ``W ⊙ Φ`` (no density left to apply);
+    2. :func:`fuse_batchnorm`: each BatchNorm right after a convolution is folded into
+       it (one pass over the feature map instead of two);
+    3. ``channels_last`` (default on): the 2-D and 3-D convolution weights and each
+       4-D/5-D input use the channels-last memory format, for which oneDNN's CPU
+       convolutions are markedly faster (about 2× on the shipped 2-D and 3-D DnCNNs on
+       2 CPU cores; see the documentation's benchmarks); the output is returned
+       contiguous;
+    4. ``compile`` (default off): ``torch.compile`` on the result. Its first call
+       compiles (seconds) and needs a C++ compiler; on the shipped 3-D DnCNN on CPU it
+       was no faster than step 3, so it is opt-in.
+
+    The original ``model`` is not modified. Do not train the result.
+
+    Args:
+        model: the trained network, in eval mode (a BatchNorm in training mode is refused
+            by :func:`fuse_batchnorm`).
+        channels_last: use the channels-last memory format for 4-D and 5-D tensors.
+        compile: wrap the prepared network in ``torch.compile``.
+
+    Returns:
+        An :class:`InferenceModel` in eval mode; its ``module`` is the prepared network.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or a flag is not a bool.
+        ValueError: as :func:`fuse_batchnorm`.
+
+    Example:
+        >>> from ndwconv import WeightedConv2d
+        >>> net = nn.Sequential(WeightedConv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))
+        >>> net = net.eval()
+        >>> x = torch.randn(2, 1, 16, 16)
+        >>> fast = for_inference(net)
+        >>> torch.allclose(fast(x), net(x), atol=1e-6), fast(x).is_contiguous()
+        (True, True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    for name, flag in (("channels_last", channels_last), ("compile", compile)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    module = fuse_batchnorm(fold(model), inplace=True).eval()
+    if channels_last:
+        with torch.no_grad():
+            for param in module.parameters():
+                if param.dim() in _CHANNELS_LAST:
+                    param.data = param.data.contiguous(memory_format=_CHANNELS_LAST[param.dim()])
+    return InferenceModel(module, channels_last, compile).eval()
 
 
 def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:

@@ -97,3 +97,76 @@ def test_batchnorms_that_cannot_be_fused_are_refused():
     assert fuse_batchnorm(inplace, inplace=True) is inplace and isinstance(
         inplace[1], nn.Identity
     )
+
+
+def _trained_dncnn(ndim: int, seed: int) -> nn.Module:
+    from ndwconv.recipes.models import DnCNN, odd_kernel_convs
+
+    torch.manual_seed(seed)
+    model = ndwconv.convert(
+        DnCNN(ndim=ndim, channels=1, depth=5, width=8, batch_norm=True), "default",
+        where=odd_kernel_convs,
+    )  # fmt: skip
+    model.train()
+    with torch.no_grad():  # running statistics away from 0 and 1
+        for _ in range(3):
+            model(torch.rand(2, 1, *(12,) * ndim))
+    return model.eval()
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_for_inference_matches_the_network_in_float64(ndim, channels_last):
+    model = _trained_dncnn(ndim, ndim).double()
+    x = torch.rand(3, 1, *(17,) * ndim, dtype=torch.float64)
+    with torch.no_grad():
+        reference = model(x)
+    fast = ndwconv.for_inference(model, channels_last=channels_last)
+    assert isinstance(fast, ndwconv.InferenceModel) and not fast.training
+    with torch.no_grad():
+        out = fast(x)
+    assert out.is_contiguous() and out.shape == reference.shape
+    torch.testing.assert_close(out, reference, rtol=1e-10, atol=1e-10)
+    # the original network is untouched: still weighted, still normalised
+    assert any(ndwconv.is_weighted(m) for m in model.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for conv in (m for m in fast.modules() if isinstance(m, nn.modules.conv._ConvNd)):
+        weight = conv.weight
+        if channels_last and weight.dim() in formats:
+            assert weight.is_contiguous(memory_format=formats[weight.dim()])
+        else:
+            assert weight.is_contiguous()
+
+
+def test_for_inference_float32_within_1e_5_of_the_unfused_network():
+    model = _trained_dncnn(3, 7)
+    x = torch.rand(2, 1, 24, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(ndwconv.for_inference(model)(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_for_inference_compiled_matches():
+    pytest.importorskip("torch._inductor")
+    model = _trained_dncnn(2, 3)
+    x = torch.rand(2, 1, 20, 20)
+    fast = ndwconv.for_inference(model, compile=True)
+    assert fast.compiled
+    try:
+        with torch.no_grad():
+            out = fast(x)
+    except Exception as error:  # no C++ compiler on this machine: nothing to compare
+        pytest.skip(f"torch.compile could not build here: {type(error).__name__}")
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), rtol=0, atol=1e-5)
+
+
+def test_for_inference_refuses_bad_arguments():
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        ndwconv.for_inference("net")
+    with pytest.raises(TypeError, match="channels_last must be True or False"):
+        ndwconv.for_inference(nn.Conv2d(1, 1, 3), channels_last="yes")
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        ndwconv.for_inference(nn.Conv2d(1, 1, 3), compile=1)
+    with pytest.raises(ValueError, match="training mode"):
+        ndwconv.for_inference(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
