@@ -1,13 +1,16 @@
-"""Score a 2-D denoising checkpoint on an image test set at several noise levels.
+"""Score a denoising checkpoint on its configuration's test data at several noise levels.
 
-The same evaluation as ``ndwconv compare`` (``DenoiseTask.evaluate_items``: Gaussian noise
-fixed by ``eval.seed``, PSNR and SSIM of the clipped estimate on the 0–255 scale), once
-per σ, with BM3D at the same σ as the classical yardstick unless ``--no-bm3d``. Writes a
-JSON file with the per-image and mean scores; used for the scores of the shipped models
-(``ndwconv models``).
+The same evaluation as ``ndwconv compare`` (``DenoiseTask.evaluate_items``: noise of the
+configuration's kind fixed by ``eval.seed``, PSNR and SSIM of the clipped estimate on the
+0–255 scale), once per σ, with the classical yardstick at the same σ (BM3D for images,
+non-local means for volumes) unless ``--no-classical``. Writes a JSON file with the
+per-item and mean scores; used for the scores of the shipped models (``ndwconv models``).
 
     python benchmarks/score_denoiser.py CKPT --config bsd-blind-cpu --data DATA/denoising \\
         --sigmas 15,25,50 -o scores.json
+    python benchmarks/score_denoiser.py CKPT --config mni-blind --sigmas 5,15,25 -o held-out.json
+    python benchmarks/score_denoiser.py CKPT --config mni-blind --sigmas 5,15,25 \\
+        --set 'data.validation=["/path/to/nibabel/tests/data/anatomical.nii"]' -o anat.json
 """
 
 from __future__ import annotations
@@ -23,18 +26,34 @@ from ndwconv.recipes.tasks import get_task
 from ndwconv.recipes.tasks.denoise import load_denoiser
 
 
-def score(checkpoint: str, config: str, data: str | None, sigmas: list[float], bm3d: bool) -> dict:
+def score(
+    checkpoint: str,
+    config: str,
+    data: str | None,
+    sigmas: list[float],
+    classical: bool,
+    overrides: list[str] = (),
+) -> dict:
     entry = get_task("denoise")
     model = load_denoiser(checkpoint)
-    results: dict = {"checkpoint": checkpoint, "config": config, "sigmas": {}}
+    results: dict = {
+        "checkpoint": checkpoint,
+        "config": config,
+        "overrides": list(overrides),
+        "sigmas": {},
+    }
     for sigma in sigmas:
         cfg = load_config(
             config,
-            [f"noise.validation_sigma={sigma}", f"eval.classical={'true' if bm3d else 'false'}"],
+            [
+                *overrides,
+                f"noise.validation_sigma={sigma}",
+                f"eval.classical={'true' if classical else 'false'}",
+            ],
         )
         task = entry.make(cfg, "weighted", [data] if data else None)
         start = time.perf_counter()
-        rows = task.evaluate_items(model, "cpu", classical=bm3d)
+        rows = task.evaluate_items(model, "cpu", classical=classical)
         seconds = time.perf_counter() - start
         mean = {
             key: statistics.fmean(r[key] for r in rows)
@@ -53,11 +72,20 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--data", help="the folder the configuration's data folders are in")
     parser.add_argument("--sigmas", default="15,25,50")
-    parser.add_argument("--no-bm3d", action="store_true")
+    parser.add_argument("--no-classical", action="store_true", help="skip BM3D / non-local means")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="configuration override, as for ndwconv train (repeatable)",
+    )
     parser.add_argument("-o", "--out", required=True)
     args = parser.parse_args()
     sigmas = [float(s) for s in args.sigmas.split(",")]
-    results = score(args.checkpoint, args.config, args.data, sigmas, not args.no_bm3d)
+    results = score(
+        args.checkpoint, args.config, args.data, sigmas, not args.no_classical, args.set
+    )
     write_json(Path(args.out), results)
 
 

@@ -3,7 +3,8 @@
 Keeps the weights and the sidecar's task, configuration, description, history and
 totals (no optimizer state, no RNG states), writes ``recipes/shipped/NAME.safetensors``
 and ``NAME.json``, and adds or replaces the model's entry in ``models.json`` with the
-scores of a ``score_denoiser.py`` JSON file:
+scores of ``score_denoiser.py`` JSON files (model, classical yardstick and, with
+``--with-noisy``, the noisy input):
 
     python benchmarks/ship_denoiser.py CKPT --name dncnn-grey-blind --scores scores.json \\
         --noise "..." --data "..." --command "..." --caveats "..."
@@ -20,6 +21,7 @@ from ndwconv.recipes.engine.checkpoint import save_checkpoint
 from ndwconv.recipes.shipped import SHIPPED_DIR
 from ndwconv.recipes.tasks.denoise import load_denoiser
 
+CLASSICAL = {"bm3d": "BM3D", "nlmeans": "non-local means"}
 KEPT = ("task", "step", "config", "description", "history", "totals")
 
 
@@ -34,7 +36,15 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--command", required=True)
     parser.add_argument("--caveats", default="")
-    parser.add_argument("--test-set", default="BSD68")
+    parser.add_argument(
+        "--test-set",
+        nargs="+",
+        default=["BSD68"],
+        help="the name of the scored data in the scores' labels: one, or one per --scores file",
+    )
+    parser.add_argument(
+        "--with-noisy", action="store_true", help="also list the noisy input's scores"
+    )
     args = parser.parse_args()
 
     checkpoint = Path(args.checkpoint)
@@ -43,21 +53,26 @@ def main() -> None:
     meta = {key: sidecar[key] for key in KEPT if key in sidecar}
     save_checkpoint(SHIPPED_DIR / f"{args.name}.safetensors", model, meta, rng=False)
 
-    blocks = {}
-    for path in args.scores:
-        blocks.update(json.loads(Path(path).read_text("utf-8"))["sigmas"])
+    if len(args.test_set) not in (1, len(args.scores)):
+        parser.error("--test-set takes one name, or one per --scores file")
+    labels = args.test_set * len(args.scores) if len(args.test_set) == 1 else args.test_set
     scores = {}
-    for sigma, block in sorted(blocks.items(), key=lambda kv: float(kv[0])):
-        mean = block["mean"]
-        scores[f"{args.test_set} σ={float(sigma):g}"] = {
-            "psnr": round(mean["psnr"], 3),
-            "ssim": round(mean["ssim"], 4),
-        }
-        if "bm3d_psnr" in mean:
-            scores[f"{args.test_set} σ={float(sigma):g}, BM3D"] = {
-                "psnr": round(mean["bm3d_psnr"], 3),
-                "ssim": round(mean["bm3d_ssim"], 4),
-            }
+    for path, label in zip(args.scores, labels, strict=True):
+        blocks = json.loads(Path(path).read_text("utf-8"))["sigmas"]
+        for sigma, block in sorted(blocks.items(), key=lambda kv: float(kv[0])):
+            mean, name = block["mean"], f"{label} σ={float(sigma):g}"
+            scores[name] = {"psnr": round(mean["psnr"], 3), "ssim": round(mean["ssim"], 4)}
+            for key, shown in CLASSICAL.items():
+                if f"{key}_psnr" in mean:
+                    scores[f"{name}, {shown}"] = {
+                        "psnr": round(mean[f"{key}_psnr"], 3),
+                        "ssim": round(mean[f"{key}_ssim"], 4),
+                    }
+            if args.with_noisy:
+                scores[f"{name}, noisy input"] = {
+                    "psnr": round(mean["noisy_psnr"], 3),
+                    "ssim": round(mean["noisy_ssim"], 4),
+                }
     description = sidecar["description"]
     entry = {
         "name": args.name,
