@@ -12,10 +12,17 @@ from ndwconv.recipes.models import DnCNN, odd_kernel_convs
 
 
 def tiny_dncnn_checkpoint(
-    path: Path, *, ndim: int = 3, channels: int = 1, seed: int = 0, ndim_in_sidecar: bool = True
+    path: Path,
+    *,
+    ndim: int = 3,
+    channels: int = 1,
+    seed: int = 0,
+    ndim_in_sidecar: bool = True,
+    sigma: str | float | None = None,
 ) -> Path:
     """Write a 3-layer, 4-channel weighted DnCNN (receptive radius 3) to ``path`` (a
-    ``.safetensors`` file, its sidecar beside it) and return ``path``."""
+    ``.safetensors`` file, its sidecar beside it) and return ``path``; ``sigma`` is the
+    training noise recorded in its configuration (none when ``None``)."""
     torch.manual_seed(seed)
     model = ndwconv.convert(
         DnCNN(ndim=ndim, channels=channels, depth=3, width=4), "default", where=odd_kernel_convs
@@ -26,7 +33,7 @@ def tiny_dncnn_checkpoint(
     meta = {
         "task": "denoise",
         "step": 0,
-        "config": {},
+        "config": {} if sigma is None else {"noise": {"sigma": sigma}},
         "description": {
             "method": "weighted",
             "model": spec,

@@ -162,7 +162,7 @@ def test_for_inference_compiled_matches():
 
 
 def test_for_inference_refuses_bad_arguments():
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
         ndwconv.for_inference("net")
     with pytest.raises(TypeError, match="channels_last must be True or False"):
         ndwconv.for_inference(nn.Conv2d(1, 1, 3), channels_last="yes")

@@ -110,7 +110,9 @@ from ndwconv.progress import progress_bar
 
 from ...engine.distributed import DEVICE_HELP, resolve_device, shard
 from . import load_denoiser
+from .data import NoiseSpec
 from .inference import PERCENTILES
+from .noise_level import estimate_sigma
 
 __all__ = ["NONFINITE_POLICIES", "PERCENTILES", "denoise_command", "robust_range", "tiling_warning"]
 
@@ -239,6 +241,18 @@ def denoise_command(subparsers: argparse._SubParsersAction) -> None:
         "cuda:LOCAL_RANK when CUDA is used",
     )
     parser.add_argument(
+        "--sigma",
+        type=_sigma,
+        default=None,
+        metavar="S",
+        help="the noise σ of the inputs on the 0–255 scale the model sees (images: of the "
+        "sample type's range; volumes: of the 0.5–99.5 percentile range), when known; "
+        "default: estimated per file (median absolute finest diagonal wavelet detail / "
+        "0.6745, Donoho-Johnstone). Shown in the summary line and checked against the σ "
+        "range the model was trained on (a warning when outside); the shipped models are "
+        "blind, so σ is not an input of theirs. Not for time series",
+    )
+    parser.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
@@ -348,6 +362,8 @@ def _denoise(args: argparse.Namespace) -> int:
     var, dim = getattr(args, "var", None), getattr(args, "dim", "time")
     if var is None and (getattr(args, "chunks", None) is not None or dim != "time"):
         raise ValueError("--dim and --chunks are for time series: give --var (the variable)")
+    if var is not None and getattr(args, "sigma", None) is not None:
+        raise ValueError("--sigma is for images and volumes, not time series (--var)")
     rank, world = shard()
     device = resolve_device(args.device, "--device")
     check_out_folder(out)
@@ -406,8 +422,8 @@ def _denoise(args: argparse.Namespace) -> int:
             # float32 rounding, at the cost of plain convolutions alone
             model = for_inference(
                 load_denoiser(checkpoint, device),
-                channels_last=args.channels_last,
-                compile=args.compile,
+                channels_last=getattr(args, "channels_last", True),
+                compile=getattr(args, "compile", False),
             )
             info = _model_info(model, checkpoint)
             _check_kind(info, var, checkpoint)
@@ -477,6 +493,7 @@ class _ModelInfo(NamedTuple):
     radius: tuple[int, ...] | None
     spacing: tuple[float, ...] | None
     channels: int = 1
+    noise: tuple[float, float] | None = None  # the σ range it was trained on (0–255)
 
 
 def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
@@ -492,7 +509,7 @@ def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
             f"{checkpoint}: the model takes {channels} channels; volumes and time series have "
             "one, images one (grey) or three (colour)"
         )
-    spacing = None
+    spacing = noise = sidecar = None
     try:
         sidecar = json.loads(Path(checkpoint).with_suffix(".json").read_text("utf-8"))
         description = sidecar["description"]
@@ -500,7 +517,30 @@ def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
             spacing = tuple(float(v) for v in description["spacing"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         spacing = None  # the loader accepted the checkpoint; the note is only informative
-    return _ModelInfo(ndim, receptive_radius(model, ndim), spacing, channels)
+    try:
+        noise = NoiseSpec.parse(str(sidecar["config"]["noise"]["sigma"])).bounds
+    except (ValueError, KeyError, TypeError, AttributeError):
+        noise = None  # no training noise recorded: nothing to check σ against
+    return _ModelInfo(ndim, receptive_radius(model, ndim), spacing, channels, noise)
+
+
+def _noise_note(path: str, sigma: float, given: bool, info: _ModelInfo) -> str:
+    """The summary line's noise part; warns on stderr when σ is outside the σ range the
+    model was trained on (by more than the estimator's error: 15 % or 2 grey levels)."""
+    how = "given" if given else "estimated"
+    note = f", noise σ{'=' if given else '≈'}{sigma:.3g} ({how}, 0–255 scale)"
+    if info.noise is not None:
+        low, high = info.noise
+        if not low - max(2.0, 0.15 * low) <= sigma <= high + max(2.0, 0.15 * high):
+            trained = f"{low:g}" if low == high else f"{low:g}–{high:g}"
+            print(
+                f"ndwconv: warning: {path}: noise σ{'=' if given else '≈'}{sigma:.3g} "
+                f"({how}) is outside the σ the model was trained on ({trained}); its output "
+                "may be poor" + ("" if given else " (--sigma gives σ when it is known)"),
+                file=sys.stderr,
+                flush=True,
+            )
+    return note
 
 
 def _check_kind(info: _ModelInfo, var: str | None, checkpoint: str) -> None:
@@ -614,6 +654,11 @@ def _denoise_file(
             )
         lo, hi = robust_range(volume)
         spatial = volume.shape if walk == "whole" else volume.shape[:-1]
+        if getattr(args, "sigma", None) is not None:
+            noise = _noise_note(path, args.sigma, True, info)
+        else:
+            sigma = volume_noise(volume, lo, hi, frames=walk != "whole")
+            noise = "" if sigma is None else _noise_note(path, sigma, False, info)
         warning = tiling_warning(info.radius, spatial, args.tile or _VOLUME_TILE, args.overlap)
         if warning:
             print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
@@ -656,6 +701,7 @@ def _denoise_file(
     return (
         f"{path} -> {output}: shape {shape}, {seconds:.2f} s, "
         f"range [{lo:.6g}, {hi:.6g}] (percentiles {PERCENTILES[0]:g}-{PERCENTILES[1]:g}) -> [0, 1]"
+        + noise
         + note
     )
 
@@ -704,6 +750,12 @@ def _denoise_image(
     if bad and args.nonfinite == "zero":
         pixels = np.where(finite, pixels, np.float32(0.0))
     height, width = pixels.shape[1:]
+    if getattr(args, "sigma", None) is not None:
+        noise = _noise_note(path, args.sigma, True, info)
+    elif min(height, width) >= 2:
+        noise = _noise_note(path, 255 * estimate_sigma(pixels, channel_axis=0), False, info)
+    else:
+        noise = ""
     warning = tiling_warning(info.radius, (height, width), args.tile or _IMAGE_TILE, args.overlap)
     if warning:
         print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
@@ -736,8 +788,34 @@ def _denoise_image(
         )
     return (
         f"{path} -> {output}: {image.mode} {height}×{width} {image.dtype}, {seconds:.2f} s"
-        f"{how}{note}"
+        f"{how}{noise}{note}"
     )
+
+
+def volume_noise(
+    volume: volumes.Volume, lo: float, hi: float, frames: bool, edge: int = 128
+) -> float | None:
+    """σ̂ of ``volume``'s noise on the 0–255 scale of ``[lo, hi]``: :func:`estimate_sigma`
+    on its central block of at most ``edge`` voxels per axis (only the first frame, the
+    last axis, when ``frames``), so that the cost does not grow with the volume. ``None``
+    when an axis is shorter than 2 or the block holds no finite detail.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> noisy = volumes.Volume(0.5 + 0.1 * rng.standard_normal((40, 40, 40)))
+        >>> round(volume_noise(noisy, 0.0, 1.0, frames=False) / 255, 2)
+        0.1
+    """
+    shape = volume.shape[:-1] if frames else volume.shape
+    starts = [max(0, (n - edge) // 2) for n in shape]
+    region = tuple(slice(a, a + min(n, edge)) for a, n in zip(starts, shape, strict=True))
+    if frames:
+        region += (0,)
+    block = (volume.read(region).astype(np.float64) - lo) * (255.0 / (hi - lo))
+    try:
+        return estimate_sigma(block)
+    except ValueError:
+        return None
 
 
 def count_nonfinite(volume: volumes.Volume, max_voxels: int = 1 << 24) -> int:
@@ -912,6 +990,17 @@ def _predict_into(
         block += np.float32(lo)
         produced += int(block.size - np.count_nonzero(np.isfinite(block)))
     return produced
+
+
+def _sigma(text: str) -> float:
+    """``--sigma``: a finite number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
+    return value
 
 
 def _file_part(path: str) -> str:
