@@ -63,8 +63,9 @@ import h5py
 import numpy as np
 import torch
 
+import ndwconv
 from ndwconv.adapters.tiling import sliding_window, tile_starts
-from ndwconv.recipes.models import build_model
+from ndwconv.recipes.models import build_model, odd_kernel_convs
 
 from ._timing import (
     ForeignLoad,
@@ -110,6 +111,7 @@ class Settings:
     depth: int
     width: int
     threads: int
+    serve: bool = True
 
 
 def cases(quick: bool) -> list[Case]:
@@ -132,9 +134,23 @@ def n_tiles(size: int, tile: int) -> int:
 
 
 def make_model(s: Settings) -> torch.nn.Module:
-    """The 3-D DnCNN, seeded so the subprocesses build the same weights."""
+    """The weighted 3-D DnCNN as training leaves it (weighted layers, BatchNorm with running
+    statistics away from 0 and 1), seeded so the subprocesses build the same weights."""
     torch.manual_seed(SEED)
-    return build_model("dncnn", ndim=3, channels=1, depth=s.depth, width=s.width).eval()
+    model = build_model("dncnn", ndim=3, channels=1, depth=s.depth, width=s.width)
+    model = ndwconv.convert(model, "default", where=odd_kernel_convs)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def ours_network(model: torch.nn.Module, s: Settings) -> torch.nn.Module:
+    """The network ``ndwconv denoise`` runs: ``for_inference`` (folded, fused,
+    channels-last) unless ``--ours-network as-given``."""
+    return ndwconv.for_inference(model) if s.serve else model
 
 
 def make_volume(size: int) -> np.ndarray:
@@ -264,6 +280,8 @@ def child(
     model is still built and warmed up, so the process is set up alike).
     """
     model = make_model(s)
+    if method == "ours":
+        model = ours_network(model, s)
     warm_up(model, s)
     network = time_network(model)
     if predictor == "identity":
@@ -332,6 +350,8 @@ def run_child(
         "--threads",
         str(s.threads),
     ]
+    if not s.serve:
+        cmd += ["--ours-network", "as-given"]
     if h5_path:
         cmd += ["--child-h5", h5_path]
     if save:
@@ -360,12 +380,14 @@ def time_case(
     outputs: dict[str, Any] = {}
     split: list[tuple[float, float, float]] = []
     f = None
+    served = ours_network(model, s)
+    warm_up(served, s)
     if case.storage == "memory":
         volume = make_volume(case.size)
         tensor = torch.from_numpy(volume)
 
         def ours() -> None:
-            outputs["ours"] = run_ours(model, volume, s)
+            outputs["ours"] = run_ours(served, volume, s)
 
         def theirs() -> None:
             outputs["monai"] = run_monai(model, tensor, s).numpy()
@@ -375,7 +397,7 @@ def time_case(
         f = h5py.File(h5_path, "r+")
 
         def ours() -> None:
-            run_ours(model, f[SOURCE], s, out=f[OUT["ours"]])
+            run_ours(served, f[SOURCE], s, out=f[OUT["ours"]])
 
         def theirs() -> None:
             split.append(monai_hdf5(model, f, s))
@@ -391,6 +413,20 @@ def time_case(
         if f is not None:
             f.close()
     return result
+
+
+def served_agreement(case: Case, s: Settings) -> dict[str, float]:
+    """Ours with the served network against ours with the network as given, on the
+    in-memory case's volume: the largest absolute difference of the outputs."""
+    model = make_model(s)
+    volume = make_volume(case.size)
+    given = run_ours(model, volume, s)
+    served = run_ours(ours_network(model, s), volume, s)
+    return {
+        "size": case.size,
+        "max_abs": float(np.abs(served - given).max()),
+        "max_output": float(np.abs(given).max()),
+    }
 
 
 def time_result(
@@ -572,6 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--depth", type=int, default=5, help="DnCNN depth, ≥ 2 (5)")
     parser.add_argument("--width", type=positive_int, default=16, help="DnCNN width (16)")
     parser.add_argument(
+        "--ours-network",
+        choices=("served", "as-given"),
+        default="served",
+        help="the network ours runs: served (default), as ndwconv denoise runs it "
+        "(ndwconv.for_inference: folded, BatchNorm fused, channels-last), or as-given, the "
+        "weighted network MONAI runs (a comparison of the tilers alone)",
+    )
+    parser.add_argument(
         "--timing",
         choices=("isolated", "shared"),
         help="isolated (default): every timed run in its own fresh process, methods "
@@ -626,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         depth=args.depth,
         width=args.width,
         threads=torch.get_num_threads(),
+        serve=args.ours_network == "served",
     )
     if monai is None:
         print("MONAI is not installed: pip install monai (benchmark only)", file=sys.stderr)
@@ -653,8 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
     )
     info: dict[str, Any] = {
-        "model": f"DnCNN 3-D, depth {settings.depth}, width {settings.width}, batch norm, "
-        "residual; eval(), no_grad(), float32",
+        "model": f"weighted DnCNN 3-D, depth {settings.depth}, width {settings.width}, batch "
+        "norm, residual; eval(), no_grad(), float32; MONAI runs it as given, ours "
+        + (
+            "as ndwconv denoise serves it (ndwconv.for_inference: folded, BatchNorm fused, "
+            "channels-last)"
+            if settings.serve
+            else "as given too"
+        ),
         "tiling": f"tile/ROI {settings.tile}³, overlap {OVERLAP}, Gaussian blend "
         f"(σ = tile/8), {settings.batch} tiles per forward pass, CPU",
         "timing": args.timing,
@@ -725,6 +776,15 @@ def main(argv: list[str] | None = None) -> int:
                     memory.append(peak_summary(mine))
 
     print("### Time\n")
+    if settings.serve:
+        check = served_agreement(cases(args.quick)[0], settings)
+        info["served_agreement"] = check
+        print(
+            f"Ours serves the network folded, fused and channels-last; on the {check['size']}³ "
+            f"in-memory volume its output is within max |Δ| = {check['max_abs']:.2e} of ours "
+            f"with the network as given (max |output| {check['max_output']:.2f}; target "
+            "≤ 1e-5).\n"
+        )
     print(
         f"Seconds per whole-volume run ({args.timing} timing: "
         + (
@@ -781,8 +841,13 @@ def main(argv: list[str] | None = None) -> int:
             + ("identical batches in the same order" if v["identical"] else "batches DIFFER")
             for name, v in inputs.items()
         )
-        + ". So both methods make exactly the same network calls, and the network's time "
-        "differs between them only by run-to-run noise.\n"
+        + (
+            ". So both methods hand their network exactly the same inputs; ours runs them "
+            "through the served network, MONAI through the network as given.\n"
+            if settings.serve
+            else ". So both methods make exactly the same network calls, and the network's "
+            "time differs between them only by run-to-run noise.\n"
+        )
     )
     if own:
         print("### The tilers' own cost\n")
@@ -791,19 +856,32 @@ def main(argv: list[str] | None = None) -> int:
             f"({args.own_repeats} interleaved repeats, every run in its own fresh process, "
             "as above): what each method spends on tiles, blending, dividing and I/O "
             "(MONAI on HDF5: loading the volume and writing the result too). 'with the "
-            "network' = (pooled network s + own s) per method, the pooled network time being "
-            "the median over all timed runs of both methods: the ratio the timed runs "
-            "estimate, without their network noise.\n"
+            "network' = (network s + own s) per method, the network time being "
+            + (
+                "each method's median over its timed runs (the two networks differ: served "
+                "and as given)"
+                if settings.serve
+                else "the median over all timed runs of both methods (the same network): the "
+                "ratio the timed runs estimate, without their network noise"
+            )
+            + ".\n"
         )
         own_rows = []
         for o in own:
             st = o["stats"]
             # network time of the timed runs (fresh processes only: shared timing has none)
-            network = [rep["network_s"] for rep in runs if rep["case"] == o["case"]]
+            network = {
+                m: [r["network_s"] for r in runs if (r["case"], r["method"]) == (o["case"], m)]
+                for m in METHODS
+            }
             pooled = "n/a"
-            if network:
-                n = statistics.median(network)
-                pooled = f"{(n + st.num_median_s) / (n + st.den_median_s):.4f}"
+            if network["ours"] and network["monai"]:
+                if settings.serve:  # two networks: each method's own network median
+                    n_ours = statistics.median(network["ours"])
+                    n_monai = statistics.median(network["monai"])
+                else:  # one network: pooled over both methods
+                    n_ours = n_monai = statistics.median(network["ours"] + network["monai"])
+                pooled = f"{(n_ours + st.num_median_s) / (n_monai + st.den_median_s):.4f}"
             own_rows.append(
                 [
                     o["case"],
