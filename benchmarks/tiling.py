@@ -941,19 +941,19 @@ def main(argv: list[str] | None = None) -> int:
 
         mem_rows = []
         for m in memory:
-            run = m["method"] in METHODS
+            timed = m["method"] in METHODS
             peak_run = m.get("peak_run_mib")
-            over = peak_run - idle_rss if run and peak_run and idle_rss else None
+            over = peak_run - idle_rss if timed and peak_run and idle_rss else None
             mem_rows.append(
                 [
                     m["case"],
                     f"{m['size']}³" if "size" in m else "",
                     m["method"],
                     mib(m["peak_mib"]),
-                    mib(peak_run) if run else f"RSS {mib(m.get('rss_setup_mib'))}",
-                    mib(over) if run else "",
-                    f"{m['run_s']:.2f}" if run else "",
-                    str(m.get("runs", 1)) if run else "",
+                    mib(peak_run) if timed else f"RSS {mib(m.get('rss_setup_mib'))}",
+                    mib(over) if timed else "",
+                    f"{m['run_s']:.2f}" if timed else "",
+                    str(m.get("runs", 1)) if timed else "",
                 ]
             )
         print(

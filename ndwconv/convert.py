@@ -588,12 +588,15 @@ class InferenceModel(nn.Module):
         self.module = module
         self.channels_last = channels_last
         self.compiled = compiled
-        self._forward = torch.compile(module) if compiled else module
+        # kept out of the submodules (the compiled wrapper shares ``module``'s parameters,
+        # which would otherwise appear twice in ``state_dict`` and the repr)
+        self.__dict__["_compiled"] = torch.compile(module) if compiled else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() in _CHANNELS_LAST:
             x = x.contiguous(memory_format=_CHANNELS_LAST[x.dim()])
-        return self._forward(x).contiguous()
+        compiled = self.__dict__["_compiled"]
+        return (self.module if compiled is None else compiled)(x).contiguous()
 
     def extra_repr(self) -> str:
         return f"channels_last={self.channels_last}, compiled={self.compiled}"

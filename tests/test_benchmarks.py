@@ -24,6 +24,7 @@ BENCHMARKS = (
     "train_throughput",
     "classify_throughput",
     "tiling",
+    "image_throughput",
     "timeseries_smooth",
     "timeseries_apply",
 )
@@ -152,6 +153,16 @@ def test_tiling_quick(tmp_path: Path) -> None:
     for entry in results["time"]:
         assert entry["ours_median_s"] > 0 and entry["monai_median_s"] > 0
     assert all(v["identical"] for v in results["network_inputs"].values())
+
+
+def test_image_throughput_quick(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    results = run_quick("image_throughput", tmp_path)
+    assert {"ours", "ours, as given"} <= results.keys()
+    for name in ("ours", "ours, as given"):
+        assert results[name]["megapixels_per_s"] > 0
+        assert all(t > 0 for t in results[name]["seconds"])
+    assert results["served_vs_given_max_abs"] < 1e-5  # serving does not change the result
 
 
 def test_timeseries_smooth_quick(tmp_path: Path) -> None:

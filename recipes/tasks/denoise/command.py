@@ -16,6 +16,12 @@ BatchNorm fused (:func:`ndwconv.fuse_batchnorm`) and in the channels-last memory
 ``--compile`` adds ``torch.compile`` (opt-in: it compiles for seconds first and was not
 faster on CPU here).
 
+Noise level: each image's and volume's summary line gives its noise σ on the 0–255 scale
+the model sees, ``--sigma`` or else estimated
+(:func:`ndwconv.recipes.tasks.denoise.noise_level.estimate_sigma`; a volume's central
+block of at most 128 voxels per axis, its first frame for a series), and a warning says
+when σ is outside the σ range recorded in the checkpoint's configuration.
+
 Each volume is read lazily (:func:`ndwconv.adapters.volumes.load`), denoised with
 :func:`ndwconv.adapters.tiling.sliding_window` and written to ``OUTPUT_DIR/<input file
 name>`` (an HDF5 output keeps the dataset path) with the input's header, affine and, by
@@ -752,10 +758,13 @@ def _denoise_image(
     height, width = pixels.shape[1:]
     if getattr(args, "sigma", None) is not None:
         noise = _noise_note(path, args.sigma, True, info)
-    elif min(height, width) >= 2:
-        noise = _noise_note(path, 255 * estimate_sigma(pixels, channel_axis=0), False, info)
     else:
-        noise = ""
+        try:
+            sigma = 255 * estimate_sigma(pixels, channel_axis=0)
+        except ValueError:  # a side shorter than 2, or no finite pixel
+            noise = ""
+        else:
+            noise = _noise_note(path, sigma, False, info)
     warning = tiling_warning(info.radius, (height, width), args.tile or _IMAGE_TILE, args.overlap)
     if warning:
         print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
