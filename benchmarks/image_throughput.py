@@ -43,15 +43,7 @@ from ._timing import (
     ratio_stats,
     set_threads,
 )
-
-try:
-    import monai
-    from monai.inferers import sliding_window_inference
-except ImportError:  # pragma: no cover - the MONAI column is then left out
-    monai = None
-    sliding_window_inference = None
-
-OVERLAP = 0.25
+from .tiling import OVERLAP, monai, run_monai
 
 
 def make_image(size: int) -> np.ndarray:
@@ -107,24 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     def theirs() -> np.ndarray:
-        with torch.no_grad():
-            result = sliding_window_inference(
-                tensor[None],
-                roi_size=(args.tile, args.tile),
-                sw_batch_size=args.batch,
-                predictor=given,
-                overlap=OVERLAP,
-                mode="gaussian",
-                sigma_scale=0.125,
-                padding_mode="constant",
-                sw_device="cpu",
-                device="cpu",
-                progress=False,
-            )
-        return torch.as_tensor(result)[0].numpy()
+        return run_monai(given, tensor, args.tile, args.batch).numpy()
 
     candidates = {"ours": ours(served), "ours, as given": ours(given)}
-    if sliding_window_inference is not None:
+    if monai is not None:
         candidates["MONAI"] = theirs
     run = Run(
         "image_throughput",

@@ -190,13 +190,16 @@ def run_ours(model: torch.nn.Module, source: Any, s: Settings, out: Any = None) 
     )
 
 
-def run_monai(model: torch.nn.Module, volume: torch.Tensor, s: Settings) -> torch.Tensor:
-    """MONAI on a ``(C, *spatial)`` tensor; returns ``(C_out, *spatial)``."""
+def run_monai(
+    model: Callable[[torch.Tensor], torch.Tensor], volume: torch.Tensor, tile: int, batch: int
+) -> torch.Tensor:
+    """MONAI on a ``(C, *spatial)`` tensor (any number of spatial axes), the ROI ``tile``
+    along each; returns ``(C_out, *spatial)``."""
     with torch.no_grad():
         result = sliding_window_inference(
             volume[None],
-            roi_size=(s.tile,) * 3,
-            sw_batch_size=s.batch,
+            roi_size=(tile,) * (volume.dim() - 1),
+            sw_batch_size=batch,
             predictor=model,
             overlap=OVERLAP,
             mode="gaussian",
@@ -214,7 +217,7 @@ def monai_hdf5(model: torch.nn.Module, f: h5py.File, s: Settings) -> tuple[float
     t0 = time.perf_counter()
     volume = torch.from_numpy(f[SOURCE][...])
     t1 = time.perf_counter()
-    result = run_monai(model, volume, s)
+    result = run_monai(model, volume, s.tile, s.batch)
     t2 = time.perf_counter()
     f[OUT["monai"]][...] = result.numpy()
     t3 = time.perf_counter()
@@ -298,7 +301,7 @@ def child(
         if method == "ours":
             output = run_ours(model, volume, s)
         else:
-            output = run_monai(model, torch.from_numpy(volume), s).numpy()
+            output = run_monai(model, torch.from_numpy(volume), s.tile, s.batch).numpy()
     else:
         assert h5_path is not None
         with h5py.File(h5_path, "r+") as f:
@@ -390,7 +393,7 @@ def time_case(
             outputs["ours"] = run_ours(served, volume, s)
 
         def theirs() -> None:
-            outputs["monai"] = run_monai(model, tensor, s).numpy()
+            outputs["monai"] = run_monai(model, tensor, s.tile, s.batch).numpy()
 
     else:
         assert h5_path is not None
@@ -559,12 +562,12 @@ def network_inputs(case: Case, s: Settings, h5_path: str | None) -> dict[str, An
     if case.storage == "memory":
         volume = make_volume(case.size)
         run_ours(recorder("ours"), volume, s)
-        run_monai(recorder("monai"), torch.from_numpy(volume), s)
+        run_monai(recorder("monai"), torch.from_numpy(volume), s.tile, s.batch)
     else:
         assert h5_path is not None
         with h5py.File(h5_path, "r") as f:
             run_ours(recorder("ours"), f[SOURCE], s)
-            run_monai(recorder("monai"), torch.from_numpy(f[SOURCE][...]), s)
+            run_monai(recorder("monai"), torch.from_numpy(f[SOURCE][...]), s.tile, s.batch)
     return {
         "calls": {m: len(v) for m, v in digests.items()},
         "identical": digests["ours"] == digests["monai"],

@@ -91,6 +91,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -530,6 +531,26 @@ def _model_info(model: torch.nn.Module, checkpoint: str) -> _ModelInfo:
     return _ModelInfo(ndim, receptive_radius(model, ndim), spacing, channels, noise)
 
 
+def _file_noise(
+    path: str, args: argparse.Namespace, info: _ModelInfo, estimate: Callable[[], float | None]
+) -> str:
+    """The summary line's noise part for one file: ``--sigma`` when given, else
+    ``estimate()`` (nothing when it gives ``None``)."""
+    if getattr(args, "sigma", None) is not None:
+        return _noise_note(path, args.sigma, True, info)
+    sigma = estimate()
+    return "" if sigma is None else _noise_note(path, sigma, False, info)
+
+
+def _image_noise(pixels: np.ndarray) -> float | None:
+    """σ̂ of a ``(C, H, W)`` image on the 0–255 scale of [0, 1], channels averaged;
+    ``None`` for a side shorter than 2 or no finite pixel."""
+    try:
+        return 255 * estimate_sigma(pixels, channel_axis=0)
+    except ValueError:
+        return None
+
+
 def _noise_note(path: str, sigma: float, given: bool, info: _ModelInfo) -> str:
     """The summary line's noise part; warns on stderr when σ is outside the σ range the
     model was trained on (by more than the estimator's error: 15 % or 2 grey levels)."""
@@ -660,11 +681,9 @@ def _denoise_file(
             )
         lo, hi = robust_range(volume)
         spatial = volume.shape if walk == "whole" else volume.shape[:-1]
-        if getattr(args, "sigma", None) is not None:
-            noise = _noise_note(path, args.sigma, True, info)
-        else:
-            sigma = volume_noise(volume, lo, hi, frames=walk != "whole")
-            noise = "" if sigma is None else _noise_note(path, sigma, False, info)
+        noise = _file_noise(
+            path, args, info, lambda: volume_noise(volume, lo, hi, frames=walk != "whole")
+        )
         warning = tiling_warning(info.radius, spatial, args.tile or _VOLUME_TILE, args.overlap)
         if warning:
             print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
@@ -756,15 +775,7 @@ def _denoise_image(
     if bad and args.nonfinite == "zero":
         pixels = np.where(finite, pixels, np.float32(0.0))
     height, width = pixels.shape[1:]
-    if getattr(args, "sigma", None) is not None:
-        noise = _noise_note(path, args.sigma, True, info)
-    else:
-        try:
-            sigma = 255 * estimate_sigma(pixels, channel_axis=0)
-        except ValueError:  # a side shorter than 2, or no finite pixel
-            noise = ""
-        else:
-            noise = _noise_note(path, sigma, False, info)
+    noise = _file_noise(path, args, info, lambda: _image_noise(pixels))
     warning = tiling_warning(info.radius, (height, width), args.tile or _IMAGE_TILE, args.overlap)
     if warning:
         print(f"ndwconv: warning: {path}: {warning}", file=sys.stderr, flush=True)
